@@ -1,0 +1,87 @@
+"""Where audio comes from (file or array) and where it goes (atomic file or array)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from finally_cli.audio.io import BLOCK_FRAMES, AtomicWriter, AudioInfo, probe, read_blocks
+from finally_cli.errors import AudioError
+
+
+class Source(Protocol):
+    name: str
+    sample_rate: int
+    channels: int
+    frames: int
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """Yield float32 blocks [frames, channels]; may be called more than once."""
+        ...
+
+
+class FileSource:
+    """An audio file read in blocks with soundfile (probed on construction)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.info: AudioInfo = probe(path)
+        self.name = str(path)
+        self.sample_rate = self.info.sample_rate
+        self.channels = self.info.channels
+        self.frames = self.info.frames
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        return read_blocks(self.info)
+
+
+class ArraySource:
+    """An in-memory signal [frames] or [frames, channels]."""
+
+    def __init__(self, audio: np.ndarray, sample_rate: int, name: str = "<array>") -> None:
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim == 1:
+            audio = audio[:, None]
+        if audio.ndim != 2 or audio.shape[0] == 0 or audio.shape[1] == 0:
+            raise AudioError(f"{name}: expected [frames] or [frames, channels] with ≥ 1 frame, "
+                             f"got shape {list(audio.shape)}")
+        if sample_rate <= 0:
+            raise AudioError(f"{name}: invalid sample rate {sample_rate}")
+        self.audio = audio
+        self.name = name
+        self.sample_rate = int(sample_rate)
+        self.frames, self.channels = audio.shape
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        for start in range(0, self.frames, BLOCK_FRAMES):
+            yield self.audio[start:start + BLOCK_FRAMES]
+
+
+class Sink(Protocol):
+    def write(self, block: np.ndarray) -> None: ...
+    def commit(self) -> None: ...
+    def discard(self) -> None: ...
+
+
+class ArraySink:
+    """Collects the output in memory (for `Enhancer.enhance_array`)."""
+
+    def __init__(self) -> None:
+        self.parts: list[np.ndarray] = []
+        self.result: np.ndarray | None = None
+
+    def write(self, block: np.ndarray) -> None:
+        self.parts.append(np.asarray(block, dtype=np.float32))
+
+    def commit(self) -> None:
+        self.result = np.concatenate(self.parts, axis=0)
+
+    def discard(self) -> None:
+        self.parts = []
+
+
+def file_sink(path: Path, sample_rate: int, channels: int, subtype: str | None,
+              overwrite: bool) -> AtomicWriter:
+    return AtomicWriter(path, sample_rate, channels, subtype, overwrite)

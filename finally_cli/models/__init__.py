@@ -1,0 +1,1 @@
+"""Generator blocks, configs and checkpoint I/O."""

@@ -1,0 +1,306 @@
+"""Frozen generator configuration dataclasses and the named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from finally_cli.errors import ConfigError
+
+# Hyper-parameters of `microsoft/wavlm-large`, written out so the architecture can be
+# built (and its size counted) without a download. Keys are `transformers.WavLMConfig` fields.
+WAVLM_LARGE_ARCH: dict[str, Any] = {
+    "hidden_size": 1024,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "intermediate_size": 4096,
+    "conv_dim": [512] * 7,
+    "conv_kernel": [10, 3, 3, 3, 3, 2, 2],
+    "conv_stride": [5, 2, 2, 2, 2, 2, 2],
+    "conv_bias": True,
+    "feat_extract_norm": "layer",
+    "do_stable_layer_norm": True,
+    "num_buckets": 320,
+    "max_bucket_distance": 800,
+    "num_conv_pos_embeddings": 128,
+    "num_conv_pos_embedding_groups": 16,
+}
+
+# A WavLM small enough for unit tests (hidden 32, 2 layers).
+WAVLM_TINY_ARCH: dict[str, Any] = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "conv_dim": [16, 16],
+    "conv_kernel": [10, 8],
+    "conv_stride": [5, 64],
+    "conv_bias": True,
+    "feat_extract_norm": "layer",
+    "do_stable_layer_norm": True,
+    "num_buckets": 16,
+    "max_bucket_distance": 64,
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 2,
+}
+
+SSL_WEIGHT_SOURCES = ("hub", "checkpoint", "random")
+
+
+def _check_widths(name: str, widths: tuple[int, ...], min_len: int = 1) -> None:
+    if len(widths) < min_len or any(int(w) <= 0 for w in widths):
+        raise ConfigError(
+            f"{name}={list(widths)}: need at least {min_len} positive channel widths"
+        )
+
+
+def _positive(name: str, value: int) -> None:
+    if int(value) <= 0:
+        raise ConfigError(f"{name}={value}: must be a positive integer")
+
+
+@dataclass(frozen=True)
+class SSLConfig:
+    """The optional WavLM conditioning branch.
+
+    Attributes:
+        enabled: whether the generator uses the SSL branch at all.
+        model_id: Hub repo id (or local folder) of the pre-trained weights.
+        revision: Hub revision (branch, tag or commit) pinned for reproducibility.
+        weights: where the weights come from: "hub" (downloaded, not stored in our
+            checkpoint), "checkpoint" (stored in model.safetensors) or "random"
+            (seeded random init; speed benchmarks only).
+        arch: `transformers.WavLMConfig` keyword arguments.
+        layer: hidden-state index used as conditioning (-1 = last transformer layer).
+        seed: seed for "random" weights.
+    """
+
+    enabled: bool = False
+    model_id: str = "microsoft/wavlm-large"
+    revision: str = "main"
+    weights: str = "hub"
+    arch: dict[str, Any] = field(default_factory=lambda: dict(WAVLM_LARGE_ARCH))
+    layer: int = -1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.weights not in SSL_WEIGHT_SOURCES:
+            raise ConfigError(f"ssl.weights={self.weights!r}: expected one of {SSL_WEIGHT_SOURCES}")
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.arch.get("hidden_size", 768))
+
+
+@dataclass(frozen=True)
+class SpectralUNetConfig:
+    """Mel → linear-frequency 2-D U-Net (HiFi++ SpectralUNet)."""
+
+    block_widths: tuple[int, ...] = (8, 16, 24, 32, 64)
+    block_depth: int = 5
+    out_channels: int = 128
+
+    def __post_init__(self) -> None:
+        _check_widths("spectral_unet.block_widths", self.block_widths)
+        _positive("spectral_unet.block_depth", self.block_depth)
+        _positive("spectral_unet.out_channels", self.out_channels)
+
+
+@dataclass(frozen=True)
+class UpsamplerConfig:
+    """HiFi-GAN generator backbone (×256 from mel frames back to 16 kHz samples)."""
+
+    initial_channels: int = 128
+    rates: tuple[int, ...] = (8, 8, 2, 2)
+    kernel_sizes: tuple[int, ...] = (16, 16, 4, 4)
+    resblock_kernel_sizes: tuple[int, ...] = (3, 7, 11)
+    resblock_dilations: tuple[int, ...] = (1, 3, 5)
+
+    def __post_init__(self) -> None:
+        if len(self.rates) != len(self.kernel_sizes):
+            raise ConfigError(
+                f"upsampler.rates={list(self.rates)} and upsampler.kernel_sizes="
+                f"{list(self.kernel_sizes)} must have the same length"
+            )
+        total = 1
+        for r in self.rates:
+            total *= int(r)
+        if total != 256:
+            raise ConfigError(f"upsampler.rates={list(self.rates)}: product must be 256 (mel hop)")
+        if self.initial_channels % (2 ** len(self.rates)) != 0:
+            raise ConfigError(
+                f"upsampler.initial_channels={self.initial_channels}: must be divisible by "
+                f"2**{len(self.rates)} (channels halve at every stage)"
+            )
+
+    @property
+    def out_channels(self) -> int:
+        return self.initial_channels // 2 ** len(self.rates)
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Widths and depth of a multi-scale residual U-Net (WaveUNet, SpectralMaskNet)."""
+
+    block_widths: tuple[int, ...] = (10, 20, 40, 80)
+    block_depth: int = 4
+
+    def __post_init__(self) -> None:
+        _check_widths("block_widths", self.block_widths)
+        _positive("block_depth", self.block_depth)
+
+
+@dataclass(frozen=True)
+class UpsampleWaveUNetConfig:
+    """WaveUNet whose decoder ends in a ×3 transposed conv: 16 kHz → 48 kHz."""
+
+    enabled: bool = True
+    block_widths: tuple[int, ...] = (16, 16, 32, 64)
+    block_depth: int = 2
+    features: int = 64
+
+    def __post_init__(self) -> None:
+        _check_widths("upsample_wave_unet.block_widths", self.block_widths)
+        _positive("upsample_wave_unet.block_depth", self.block_depth)
+        _positive("upsample_wave_unet.features", self.features)
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Everything needed to build a FINALLY generator; stored as config.json.
+
+    Attributes:
+        name: preset or model name, informational.
+        fusion_channels: channels after fusing SSL and spectral features (SSL branch only).
+    """
+
+    name: str = "custom"
+    ssl: SSLConfig = field(default_factory=SSLConfig)
+    spectral_unet: SpectralUNetConfig = field(default_factory=SpectralUNetConfig)
+    fusion_channels: int = 512
+    upsampler: UpsamplerConfig = field(default_factory=UpsamplerConfig)
+    wave_unet: UNetConfig = field(default_factory=UNetConfig)
+    spectral_mask: UNetConfig = field(
+        default_factory=lambda: UNetConfig(block_widths=(8, 12, 24, 32), block_depth=4)
+    )
+    upsample_wave_unet: UpsampleWaveUNetConfig = field(default_factory=UpsampleWaveUNetConfig)
+
+    input_sample_rate: int = 16000
+
+    def __post_init__(self) -> None:
+        _positive("fusion_channels", self.fusion_channels)
+        if self.input_sample_rate != 16000:
+            raise ConfigError(
+                f"input_sample_rate={self.input_sample_rate}: the FINALLY front-end runs at 16000"
+            )
+
+    @property
+    def output_sample_rate(self) -> int:
+        return 48000 if self.upsample_wave_unet.enabled else 16000
+
+    @property
+    def upsample_factor(self) -> int:
+        return self.output_sample_rate // self.input_sample_rate
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GeneratorConfig:
+        """Build from a (possibly sparse) dict; unknown keys raise `ConfigError`."""
+        return _from_dict(cls, data, prefix="")
+
+    def replace(self, **changes: Any) -> GeneratorConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = prefix.rstrip(".") or "config"
+        raise ConfigError(f"{where}: unknown keys {unknown}; allowed: {sorted(fields)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        sub = _NESTED.get((cls.__name__, name))
+        if sub is not None:
+            kwargs[name] = _from_dict(sub, value, prefix=f"{prefix}{name}.")
+        elif isinstance(value, list) and name != "arch":
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+_NESTED: dict[tuple[str, str], type] = {
+    ("GeneratorConfig", "ssl"): SSLConfig,
+    ("GeneratorConfig", "spectral_unet"): SpectralUNetConfig,
+    ("GeneratorConfig", "upsampler"): UpsamplerConfig,
+    ("GeneratorConfig", "wave_unet"): UNetConfig,
+    ("GeneratorConfig", "spectral_mask"): UNetConfig,
+    ("GeneratorConfig", "upsample_wave_unet"): UpsampleWaveUNetConfig,
+}
+
+
+def _large() -> GeneratorConfig:
+    # Sizes of the public re-implementations (SPEC §2), which mark them "as in paper".
+    return GeneratorConfig(
+        name="finally-large",
+        ssl=SSLConfig(enabled=True, weights="hub"),
+        spectral_unet=SpectralUNetConfig(
+            block_widths=(16, 32, 64, 128, 256), block_depth=4, out_channels=512
+        ),
+        fusion_channels=512,
+        upsampler=UpsamplerConfig(initial_channels=512),
+        wave_unet=UNetConfig(block_widths=(128, 128, 256, 512), block_depth=4),
+        spectral_mask=UNetConfig(block_widths=(64, 128, 256, 512), block_depth=1),
+        upsample_wave_unet=UpsampleWaveUNetConfig(
+            block_widths=(128, 128, 128, 128, 256), block_depth=3, features=512
+        ),
+    )
+
+
+def _small() -> GeneratorConfig:
+    # HiFi++ widths (official code), no SSL branch, plus a light ×3 upsampling WaveUNet.
+    return GeneratorConfig(name="finally-small")
+
+
+def _tiny() -> GeneratorConfig:
+    return GeneratorConfig(
+        name="tiny",
+        ssl=SSLConfig(enabled=True, model_id="tiny-wavlm", weights="checkpoint",
+                      arch=dict(WAVLM_TINY_ARCH)),
+        spectral_unet=SpectralUNetConfig(block_widths=(2, 4), block_depth=1, out_channels=8),
+        fusion_channels=16,
+        upsampler=UpsamplerConfig(
+            initial_channels=16, resblock_kernel_sizes=(3,), resblock_dilations=(1, 3)
+        ),
+        wave_unet=UNetConfig(block_widths=(2, 4), block_depth=1),
+        spectral_mask=UNetConfig(block_widths=(2, 4), block_depth=1),
+        upsample_wave_unet=UpsampleWaveUNetConfig(block_widths=(2, 4), block_depth=1, features=4),
+    )
+
+
+PRESETS = {"finally-large": _large, "finally-small": _small, "tiny": _tiny}
+
+
+def preset(name: str) -> GeneratorConfig:
+    """Return the config of a named preset.
+
+    Raises:
+        ConfigError: for an unknown name (the message lists the known ones).
+    """
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+    return PRESETS[name]()

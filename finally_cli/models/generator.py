@@ -1,0 +1,117 @@
+"""The FINALLY generator: SpectralUNet (+ WavLM) → HiFi upsampler → WaveUNet → mask → ×3."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from finally_cli.models.config import GeneratorConfig
+from finally_cli.models.hifi_upsampler import HiFiUpsampler, ResBlock1
+from finally_cli.models.layers import remove_weight_norm, wn
+from finally_cli.models.mel import HOP, LogMel
+from finally_cli.models.spectral_mask import SpectralMaskNet
+from finally_cli.models.spectral_unet import SpectralUNet
+from finally_cli.models.ssl_encoder import SSLEncoder, align_frames
+from finally_cli.models.upsample_wave_unet import UpsampleWaveUNet
+from finally_cli.models.wave_unet import WaveUNet
+
+
+class Fusion(nn.Module):
+    """concat(spectral, SSL) features → ResBlock1 → 1×1 conv to the upsampler width."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.block = ResBlock1(in_channels, 3, (1, 3, 5))
+        self.project = wn(nn.Conv1d(in_channels, out_channels, 1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.project(self.block(features))
+
+
+class FinallyGenerator(nn.Module):
+    """16 kHz waveform [batch, 1, samples] → restored waveform [batch, 1, samples · factor].
+
+    `factor` is 3 (48 kHz output) with the Upsample WaveUNet and 1 without it (training
+    stages 1–2). Any length works; lengths that are multiples of `length_multiple`
+    avoid internal padding, so chunked inference uses them.
+    """
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.mel = LogMel()
+        su = config.spectral_unet
+        self.spectral_unet = SpectralUNet(su.block_widths, su.block_depth, su.out_channels)
+        self.ssl: SSLEncoder | None = None
+        self.fusion: Fusion | None = None
+        features = su.out_channels
+        if config.ssl.enabled:
+            self.ssl = SSLEncoder(config.ssl)
+            self.fusion = Fusion(su.out_channels + self.ssl.hidden_size, config.fusion_channels)
+            features = config.fusion_channels
+        up = config.upsampler
+        self.upsampler = HiFiUpsampler(
+            features, up.initial_channels, up.rates, up.kernel_sizes,
+            up.resblock_kernel_sizes, up.resblock_dilations,
+        )
+        channels = self.upsampler.out_channels
+        self.wave_unet = WaveUNet(channels, config.wave_unet.block_widths,
+                                  config.wave_unet.block_depth)
+        self.spectral_mask = SpectralMaskNet(channels, config.spectral_mask.block_widths,
+                                             config.spectral_mask.block_depth)
+        self.upsample_wave_unet: UpsampleWaveUNet | None = None
+        self.conv_post: nn.Module | None = None
+        uw = config.upsample_wave_unet
+        if uw.enabled:
+            self.upsample_wave_unet = UpsampleWaveUNet(channels, uw.block_widths, uw.block_depth,
+                                                       uw.features)
+        else:
+            self.conv_post = wn(nn.Conv1d(channels, 1, 7, padding=3))
+
+    @property
+    def factor(self) -> int:
+        return self.config.upsample_factor
+
+    @property
+    def length_multiple(self) -> int:
+        """Input lengths (16 kHz samples) that every block processes without padding."""
+        multiple = HOP * self.spectral_unet.frame_multiple
+        multiple = max(multiple, self.wave_unet.unet.multiple)
+        multiple = max(multiple, HOP * self.spectral_mask.unet.multiple)
+        if self.upsample_wave_unet is not None:
+            multiple = max(multiple, self.upsample_wave_unet.unet.multiple)
+        return multiple
+
+    def blocks(self) -> dict[str, nn.Module]:
+        """The named blocks, in signal order (for parameter and FLOP reports)."""
+        names = ["spectral_unet", "ssl", "fusion", "upsampler", "wave_unet", "spectral_mask",
+                 "upsample_wave_unet", "conv_post"]
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    def remove_weight_norm(self) -> None:
+        """Fold weight norm into plain weights (inference); the frozen SSL model is untouched."""
+        for name, block in self.blocks().items():
+            if name != "ssl":
+                remove_weight_norm(block)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        # waveform: [batch, 1, samples] at 16 kHz
+        samples = waveform.shape[-1]
+        pad = (-samples) % HOP
+        if pad:
+            waveform = F.pad(waveform, (0, pad))
+        mono = waveform[:, 0]  # [batch, samples]
+        log_mel = self.mel(mono)  # [batch, 80, frames]
+        features = self.spectral_unet(log_mel)  # [batch, C, frames]
+        if self.ssl is not None and self.fusion is not None:
+            ssl_features = align_frames(self.ssl(mono), features.shape[-1])
+            features = self.fusion(torch.cat([features, ssl_features.to(features.dtype)], dim=1))
+        hidden_states = self.upsampler(features)  # [batch, channels, samples]
+        hidden_states = self.wave_unet(hidden_states, waveform)
+        hidden_states = self.spectral_mask(hidden_states)
+        if self.upsample_wave_unet is not None:
+            output = self.upsample_wave_unet(hidden_states)  # [batch, 1, 3 · samples]
+        else:
+            output = torch.tanh(self.conv_post(hidden_states))
+        return output[..., : samples * self.factor]
