@@ -1,0 +1,42 @@
+"""The `finally` command: joins the per-command modules."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from finally_cli import __version__
+from finally_cli.cli import batch, bench, enhance, models
+from finally_cli.cli.options import STATE
+
+app = typer.Typer(
+    name="finally",
+    help="Restore speech recordings to 48 kHz studio quality with the FINALLY model.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("enhance")(enhance.enhance)
+app.command("batch")(batch.batch)
+app.command("bench")(bench.bench)
+app.add_typer(models.app, name="models")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"finally-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version.")] = False,
+) -> None:
+    STATE["debug"] = debug
+
+
+def main() -> None:
+    app()

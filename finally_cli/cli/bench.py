@@ -1,0 +1,66 @@
+"""`finally bench`: speed and memory of the engine on this machine."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from finally_cli.cli.options import (
+    DEFAULT_MODEL,
+    BatchSizeOpt,
+    ChunkOpt,
+    DeviceOpt,
+    JsonOpt,
+    ModelOpt,
+    OfflineOpt,
+    OverlapOpt,
+    PrecisionOpt,
+    RevisionOpt,
+    handle_errors,
+    parse_batch_size,
+)
+
+
+@handle_errors
+def bench(
+    model: ModelOpt = DEFAULT_MODEL,
+    revision: RevisionOpt = None,
+    offline: OfflineOpt = False,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
+    batch_size: BatchSizeOpt = "auto",
+    chunk_seconds: ChunkOpt = 10.24,
+    overlap_seconds: OverlapOpt = 1.0,
+    seconds: Annotated[float, typer.Option(help="Seconds of synthetic 48 kHz audio.")] = 60.0,
+    short_files: Annotated[int, typer.Option(help="Also run the same audio as N short files "
+                                             "(cross-file batching); 0 = off.")] = 0,
+    flops: Annotated[bool, typer.Option("--flops/--no-flops", help="Count FLOPs per audio "
+                                        "second (torch.utils.flop_counter).")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """RTF, throughput, peak memory and FLOPs of a model (random weights when none ship)."""
+    from finally_cli.inference.bench import bench_model, run_bench
+    from finally_cli.inference.enhancer import EnhancerOptions
+
+    if seconds <= 0:
+        from finally_cli.errors import ConfigError
+
+        raise ConfigError(f"--seconds {seconds}: must be > 0")
+    options = EnhancerOptions(chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
+                              batch_size=parse_batch_size(batch_size), device=device,
+                              precision=precision)
+    result = run_bench(bench_model(model, revision, offline), options, seconds, short_files,
+                       flops)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("metric", "value", title=f"finally bench: {result['model']} on "
+                  f"{result['device']} ({result['precision']})")
+    for key, value in result.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    Console().print(table)
