@@ -115,7 +115,7 @@ class OverlapAdder:
         if window > 0 and fade_length:
             output[:, :fade_length] *= self.fade
         if window < plan.count - 1 and fade_length:
-            output[:, length - fade_length:length] *= 1.0 - self.fade
+            output[:, length - fade_length : length] *= 1.0 - self.fade
         end = start + length
         needed = end - self.buffer_start
         if needed > self.buffer.shape[1]:
@@ -123,7 +123,7 @@ class OverlapAdder:
             grown[:, : self.buffer.shape[1]] = self.buffer
             self.buffer = grown
         offset = start - self.buffer_start
-        self.buffer[:, offset:offset + length] += output
+        self.buffer[:, offset : offset + length] += output
         final_until = plan.starts[window + 1] * factor if window < plan.count - 1 else end
         return self._emit(min(final_until, self.end))
 

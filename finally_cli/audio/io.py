@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,16 @@ def probe(path: str | Path) -> AudioInfo:
         raise AudioError(f"{path}: cannot read: {_libsndfile_reason(err)}") from err
     if info.frames <= 0:
         raise AudioError(f"{path}: cannot read: no audio samples")
+    # libsndfile silently shortens WAV/AIFF files whose data chunk ends early; its
+    # header report says "data : <declared> (should be <present>)".
+    short = re.search(
+        r"^(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", info.extra_info or "", re.M
+    )
+    if short and int(short.group(2)) < int(short.group(1)):
+        raise AudioError(
+            f"{path}: cannot read: truncated (header declares {short.group(1)} "
+            f"data bytes, only {short.group(2)} present)"
+        )
     if info.samplerate <= 0 or info.channels <= 0:
         raise AudioError(f"{path}: cannot read: invalid header")
     return AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames))
@@ -82,8 +93,9 @@ def read_blocks(info: AudioInfo, block_frames: int = BLOCK_FRAMES) -> Iterator[n
     try:
         with sf.SoundFile(str(info.path)) as handle:
             while total < info.frames:
-                block = handle.read(min(block_frames, info.frames - total), dtype="float32",
-                                    always_2d=True)
+                block = handle.read(
+                    min(block_frames, info.frames - total), dtype="float32", always_2d=True
+                )
                 if block.shape[0] == 0:
                     break
                 total += block.shape[0]
@@ -134,8 +146,9 @@ class AtomicWriter:
     partial output is ever left under the final name.
     """
 
-    def __init__(self, path: Path, sample_rate: int, channels: int, subtype: str | None,
-                 overwrite: bool) -> None:
+    def __init__(
+        self, path: Path, sample_rate: int, channels: int, subtype: str | None, overwrite: bool
+    ) -> None:
         self.path = path
         self.container, self.subtype = output_format(path, subtype)
         check_output(path, overwrite)
@@ -144,8 +157,12 @@ class AtomicWriter:
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
         try:
             self.handle: sf.SoundFile | None = sf.SoundFile(
-                str(self.tmp), "w", samplerate=sample_rate, channels=channels,
-                subtype=self.subtype, format=self.container,
+                str(self.tmp),
+                "w",
+                samplerate=sample_rate,
+                channels=channels,
+                subtype=self.subtype,
+                format=self.container,
             )
         except (sf.LibsndfileError, RuntimeError, OSError) as err:
             self._remove_tmp()

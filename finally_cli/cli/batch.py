@@ -72,16 +72,22 @@ def write_report(path: Path, rows: list[dict]) -> None:
 
 @handle_errors
 def batch(
-    input_dir: Annotated[Path, typer.Argument(metavar="IN_DIR", help="Folder to scan "
-                                              "recursively.")],
-    output_dir: Annotated[Path, typer.Option("--output", "-o", help="Output folder (mirrors "
-                                             "IN_DIR).")],
-    extensions: Annotated[str, typer.Option("--ext", help="Comma-separated input extensions.")
-                          ] = DEFAULT_EXTENSIONS,
-    output_ext: Annotated[str, typer.Option("--output-ext", help="Output extension, or 'keep'.")
-                          ] = ".wav",
-    report: Annotated[Path | None, typer.Option(help="Per-file report, .csv or .json "
-                                                "[default: OUT_DIR/finally-report.csv].")] = None,
+    input_dir: Annotated[
+        Path, typer.Argument(metavar="IN_DIR", help="Folder to scan recursively.")
+    ],
+    output_dir: Annotated[
+        Path, typer.Option("--output", "-o", help="Output folder (mirrors IN_DIR).")
+    ],
+    extensions: Annotated[
+        str, typer.Option("--ext", help="Comma-separated input extensions.")
+    ] = DEFAULT_EXTENSIONS,
+    output_ext: Annotated[
+        str, typer.Option("--output-ext", help="Output extension, or 'keep'.")
+    ] = ".wav",
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Per-file report, .csv or .json [default: OUT_DIR/finally-report.csv]."),
+    ] = None,
     model: ModelOpt = DEFAULT_MODEL,
     revision: RevisionOpt = None,
     offline: OfflineOpt = False,
@@ -116,9 +122,15 @@ def batch(
         if torch.cuda.is_available():
             device = f"cuda:{local_rank % torch.cuda.device_count()}"
     options = EnhancerOptions(
-        chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
-        batch_size=parse_batch_size(batch_size), device=device, precision=precision,
-        sample_rate=sample_rate, channels=channels, mix=mix, subtype=subtype,
+        chunk_seconds=chunk_seconds,
+        overlap_seconds=overlap_seconds,
+        batch_size=parse_batch_size(batch_size),
+        device=device,
+        precision=precision,
+        sample_rate=sample_rate,
+        channels=channels,
+        mix=mix,
+        subtype=subtype,
         overwrite=overwrite,
     )
     wanted = {e.strip().lower().lstrip(".") for e in extensions.split(",") if e.strip()}
@@ -146,8 +158,7 @@ def batch(
     failed = 0
     try:
         if pairs:
-            enhancer = Enhancer.from_pretrained(model, options, revision=revision,
-                                                offline=offline)
+            enhancer = Enhancer.from_pretrained(model, options, revision=revision, offline=offline)
             total = sum(_duration(p) for p, _ in pairs)
             with audio_progress(quiet) as bars:
                 task = bars.add_task(f"{len(pairs)} files", total=total)
@@ -155,11 +166,11 @@ def batch(
                 def on_result(result: FileResult) -> None:
                     rows.append(vars(result))
                     if result.status == "failed":
-                        bars.console.print(f"[red]failed[/red] {result.error}",
-                                           highlight=False)
+                        bars.console.print(f"[red]failed[/red] {result.error}", highlight=False)
 
-                enhancer.enhance_files(pairs, progress=lambda s: bars.advance(task, s),
-                                       on_result=on_result)
+                enhancer.enhance_files(
+                    pairs, progress=lambda s: bars.advance(task, s), on_result=on_result
+                )
     finally:
         write_report(report_path, rows)
     failed = sum(1 for r in rows if r["status"] == "failed")

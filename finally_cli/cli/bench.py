@@ -34,10 +34,18 @@ def bench(
     chunk_seconds: ChunkOpt = 10.24,
     overlap_seconds: OverlapOpt = 1.0,
     seconds: Annotated[float, typer.Option(help="Seconds of synthetic 48 kHz audio.")] = 60.0,
-    short_files: Annotated[int, typer.Option(help="Also run the same audio as N short files "
-                                             "(cross-file batching); 0 = off.")] = 0,
-    flops: Annotated[bool, typer.Option("--flops/--no-flops", help="Count FLOPs per audio "
-                                        "second (torch.utils.flop_counter).")] = True,
+    short_files: Annotated[
+        int,
+        typer.Option(
+            help="Also run the same audio as N short files (cross-file batching); 0 = off."
+        ),
+    ] = 0,
+    flops: Annotated[
+        bool,
+        typer.Option(
+            "--flops/--no-flops", help="Count FLOPs per audio second (torch.utils.flop_counter)."
+        ),
+    ] = True,
     as_json: JsonOpt = False,
 ) -> None:
     """RTF, throughput, peak memory and FLOPs of a model (random weights when none ship)."""
@@ -48,19 +56,25 @@ def bench(
         from finally_cli.errors import ConfigError
 
         raise ConfigError(f"--seconds {seconds}: must be > 0")
-    options = EnhancerOptions(chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
-                              batch_size=parse_batch_size(batch_size), device=device,
-                              precision=precision)
-    result = run_bench(bench_model(model, revision, offline), options, seconds, short_files,
-                       flops)
+    options = EnhancerOptions(
+        chunk_seconds=chunk_seconds,
+        overlap_seconds=overlap_seconds,
+        batch_size=parse_batch_size(batch_size),
+        device=device,
+        precision=precision,
+    )
+    result = run_bench(bench_model(model, revision, offline), options, seconds, short_files, flops)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("metric", "value", title=f"finally bench: {result['model']} on "
-                  f"{result['device']} ({result['precision']})")
+    table = Table(
+        "metric",
+        "value",
+        title=f"finally bench: {result['model']} on {result['device']} ({result['precision']})",
+    )
     for key, value in result.items():
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     Console().print(table)

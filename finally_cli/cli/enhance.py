@@ -38,9 +38,14 @@ def default_output(input_path: Path) -> Path:
 @handle_errors
 def enhance(
     input_path: Annotated[Path, typer.Argument(metavar="IN", help="Audio file to restore.")],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output file; format "
-                                                "from its extension [default: IN_enhanced.wav].")
-                      ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output file; format from its extension [default: IN_enhanced.wav].",
+        ),
+    ] = None,
     model: ModelOpt = DEFAULT_MODEL,
     revision: RevisionOpt = None,
     offline: OfflineOpt = False,
@@ -63,9 +68,15 @@ def enhance(
 
     output = output or default_output(input_path)
     options = EnhancerOptions(
-        chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
-        batch_size=parse_batch_size(batch_size), device=device, precision=precision,
-        sample_rate=sample_rate, channels=channels, mix=mix, subtype=subtype,
+        chunk_seconds=chunk_seconds,
+        overlap_seconds=overlap_seconds,
+        batch_size=parse_batch_size(batch_size),
+        device=device,
+        precision=precision,
+        sample_rate=sample_rate,
+        channels=channels,
+        mix=mix,
+        subtype=subtype,
         overwrite=overwrite,
     )
     info = probe(input_path)  # cheap checks before the model loads
@@ -74,8 +85,8 @@ def enhance(
     enhancer = Enhancer.from_pretrained(model, options, revision=revision, offline=offline)
     with audio_progress(quiet) as bars:
         task = bars.add_task(input_path.name, total=info.seconds)
-        result = enhancer.enhance_file(input_path, output,
-                                       progress=lambda s: bars.advance(task, s))
+        result = enhancer.enhance_file(input_path, output, progress=lambda s: bars.advance(task, s))
     rtf = result.seconds / max(result.duration, 1e-9)
-    typer.echo(f"{output}: {result.duration:.1f} s of audio in {result.seconds:.1f} s "
-               f"(RTF {rtf:.3f})")
+    typer.echo(
+        f"{output}: {result.duration:.1f} s of audio in {result.seconds:.1f} s (RTF {rtf:.3f})"
+    )

@@ -25,14 +25,21 @@ def list_models(as_json: JsonOpt = False) -> None:
 
     rows = []
     for name in sorted(set(PRESETS) | set(registry_names())):
-        entry = {"name": name, "preset": name in PRESETS, "folder": None, "weights": False,
-                 "size_mb": 0.0}
+        entry = {
+            "name": name,
+            "preset": name in PRESETS,
+            "folder": None,
+            "weights": False,
+            "size_mb": 0.0,
+        }
         if name in registry_names():
             folder = resolve_model(name).folder
             weights = folder / WEIGHTS_NAME
-            entry.update(folder=str(folder), weights=weights.is_file(),
-                         size_mb=round(weights.stat().st_size / 2**20, 2)
-                         if weights.is_file() else 0.0)
+            entry.update(
+                folder=str(folder),
+                weights=weights.is_file(),
+                size_mb=round(weights.stat().st_size / 2**20, 2) if weights.is_file() else 0.0,
+            )
         rows.append(entry)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -42,8 +49,13 @@ def list_models(as_json: JsonOpt = False) -> None:
 
     table = Table("name", "preset", "weights", "size (MB)", "folder")
     for r in rows:
-        table.add_row(r["name"], "yes" if r["preset"] else "", "yes" if r["weights"] else "no",
-                      f"{r['size_mb']:.1f}" if r["weights"] else "", r["folder"] or "")
+        table.add_row(
+            r["name"],
+            "yes" if r["preset"] else "",
+            "yes" if r["weights"] else "no",
+            f"{r['size_mb']:.1f}" if r["weights"] else "",
+            r["folder"] or "",
+        )
     Console().print(table)
 
 
@@ -70,10 +82,15 @@ def parameter_report(config) -> dict:  # noqa: ANN001
         blocks[name] = {"parameters": count, "frozen": name == "ssl"}
     trainable = sum(b["parameters"] for b in blocks.values() if not b["frozen"])
     frozen = sum(b["parameters"] for b in blocks.values() if b["frozen"])
-    return {"name": config.name, "output_sample_rate": config.output_sample_rate,
-            "ssl": config.ssl.model_id if config.ssl.enabled else None,
-            "blocks": blocks, "trainable": trainable, "frozen": frozen,
-            "total": trainable + frozen}
+    return {
+        "name": config.name,
+        "output_sample_rate": config.output_sample_rate,
+        "ssl": config.ssl.model_id if config.ssl.enabled else None,
+        "blocks": blocks,
+        "trainable": trainable,
+        "frozen": frozen,
+        "total": trainable + frozen,
+    }
 
 
 @app.command()
@@ -94,11 +111,18 @@ def info(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("block", "parameters", "", title=f"{config.name} "
-                  f"(16 kHz in → {config.output_sample_rate // 1000} kHz out)")
+    table = Table(
+        "block",
+        "parameters",
+        "",
+        title=f"{config.name} (16 kHz in → {config.output_sample_rate // 1000} kHz out)",
+    )
     for block, entry in report["blocks"].items():
-        table.add_row(block, f"{entry['parameters'] / 1e6:.3f} M",
-                      "frozen" if entry["frozen"] else "trainable")
+        table.add_row(
+            block,
+            f"{entry['parameters'] / 1e6:.3f} M",
+            "frozen" if entry["frozen"] else "trainable",
+        )
     table.add_row("[bold]trainable", f"[bold]{report['trainable'] / 1e6:.3f} M", "")
     table.add_row("[bold]frozen (SSL)", f"[bold]{report['frozen'] / 1e6:.3f} M", "")
     table.add_row("[bold]total", f"[bold]{report['total'] / 1e6:.3f} M", "")
@@ -116,8 +140,12 @@ def info(
 def download(
     repo_id: Annotated[str, typer.Argument(help="Hub id owner/name[@revision].")],
     revision: RevisionOpt = None,
-    with_ssl: Annotated[bool, typer.Option("--with-ssl/--no-ssl", help="Also fetch the SSL "
-                                           "encoder weights the config names.")] = True,
+    with_ssl: Annotated[
+        bool,
+        typer.Option(
+            "--with-ssl/--no-ssl", help="Also fetch the SSL encoder weights the config names."
+        ),
+    ] = True,
 ) -> None:
     """Fetch a model (and its SSL encoder) into the Hugging Face cache."""
     from finally_cli.models.hub import download_model, read_config
@@ -135,13 +163,15 @@ def download(
 @app.command()
 @handle_errors
 def create(
-    preset_name: Annotated[str, typer.Argument(metavar="PRESET", help="finally-large, "
-                                               "finally-small or tiny.")],
+    preset_name: Annotated[
+        str, typer.Argument(metavar="PRESET", help="finally-large, finally-small or tiny.")
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write.")],
     seed: Annotated[int, typer.Option(help="Random seed of the initial weights.")] = 0,
-    ssl_weights: Annotated[str | None, typer.Option(help="SSL weights source: hub, random or "
-                                                    "checkpoint [default: the preset's].")
-                           ] = None,
+    ssl_weights: Annotated[
+        str | None,
+        typer.Option(help="SSL weights source: hub, random or checkpoint [default: the preset's]."),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
 ) -> None:
     """Write a randomly initialised model folder (a training start or a speed benchmark)."""

@@ -13,8 +13,12 @@ from finally_cli.errors import FinallyError
 
 DEFAULT_MODEL = "finally-small"
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Name in weights/, a model folder, "
-                                       "or a Hub id owner/name[@revision].")]
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model", "-m", help="Name in weights/, a model folder, or a Hub id owner/name[@revision]."
+    ),
+]
 RevisionOpt = Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit).")]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use only the local Hub cache.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
@@ -23,11 +27,16 @@ BatchSizeOpt = Annotated[str, typer.Option(help="Windows per forward pass: auto 
 ChunkOpt = Annotated[float, typer.Option(help="Window length in seconds.")]
 OverlapOpt = Annotated[float, typer.Option(help="Cross-faded overlap between windows, seconds.")]
 SampleRateOpt = Annotated[int | None, typer.Option(help="Output sample rate [default: 48000].")]
-ChannelsOpt = Annotated[str, typer.Option(help="mix: one mono output; each: enhance every "
-                                          "channel.")]
+ChannelsOpt = Annotated[
+    str, typer.Option(help="mix: one mono output; each: enhance every channel.")
+]
 MixOpt = Annotated[float, typer.Option(help="Share of the enhanced signal; 0 = input only.")]
-SubtypeOpt = Annotated[str | None, typer.Option(help="Output sample format, e.g. PCM_16, "
-                                                "PCM_24, FLOAT [default: from extension].")]
+SubtypeOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Output sample format, e.g. PCM_16, PCM_24, FLOAT [default: from extension]."
+    ),
+]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print results as JSON.")]

@@ -18,8 +18,9 @@ from finally_cli.models.generator import FinallyGenerator
 BENCH_RATE = 48000
 
 
-def write_speechlike(path: Path, seconds: float, sample_rate: int = BENCH_RATE,
-                     seed: int = 0) -> None:
+def write_speechlike(
+    path: Path, seconds: float, sample_rate: int = BENCH_RATE, seed: int = 0
+) -> None:
     """Write syllable-rate modulated harmonic + noise audio, block by block (bounded memory)."""
     rng = np.random.default_rng(seed)
     total = int(round(seconds * sample_rate))
@@ -29,7 +30,9 @@ def write_speechlike(path: Path, seconds: float, sample_rate: int = BENCH_RATE,
             n = min(block, total - start)
             t = (start + np.arange(n)) / sample_rate
             f0 = 120 + 30 * np.sin(2 * np.pi * 0.3 * t)
-            voiced = sum(np.sin(2 * np.pi * k * np.cumsum(f0) / sample_rate) / k for k in range(1, 8))
+            voiced = sum(
+                np.sin(2 * np.pi * k * np.cumsum(f0) / sample_rate) / k for k in range(1, 8)
+            )
             envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2
             noise = rng.standard_normal(n) * 0.05
             f.write((0.1 * voiced * envelope + noise).astype(np.float32))
@@ -69,8 +72,13 @@ def count_flops(enhancer: Enhancer) -> int:
     return int(counter.get_total_flops())
 
 
-def run_bench(model: FinallyGenerator, options: EnhancerOptions, seconds: float,
-              short_files: int = 0, flops: bool = True) -> dict:
+def run_bench(
+    model: FinallyGenerator,
+    options: EnhancerOptions,
+    seconds: float,
+    short_files: int = 0,
+    flops: bool = True,
+) -> dict:
     """Time `seconds` of audio through Enhancer (file → file); optionally as many short files.
 
     Returns a dict with RTF, throughput, peak memory and FLOPs per audio second.
@@ -106,8 +114,12 @@ def run_bench(model: FinallyGenerator, options: EnhancerOptions, seconds: float,
         if enhancer.device.type == "cuda":
             torch.cuda.synchronize(enhancer.device)
         elapsed = time.perf_counter() - start
-        result.update(seconds_taken=elapsed, rtf=elapsed / seconds,
-                      audio_seconds_per_second=seconds / elapsed, peak_rss_mb=peak_rss_mb())
+        result.update(
+            seconds_taken=elapsed,
+            rtf=elapsed / seconds,
+            audio_seconds_per_second=seconds / elapsed,
+            peak_rss_mb=peak_rss_mb(),
+        )
         if enhancer.device.type == "cuda":
             result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(enhancer.device) / 2**20
         long_in.unlink()
@@ -126,7 +138,8 @@ def run_bench(model: FinallyGenerator, options: EnhancerOptions, seconds: float,
                 torch.cuda.synchronize(enhancer.device)
             short_elapsed = time.perf_counter() - start
             result.update(
-                short_files=short_files, short_file_seconds=each,
+                short_files=short_files,
+                short_file_seconds=each,
                 short_seconds_taken=short_elapsed,
                 short_failed=sum(o.status != "ok" for o in outcomes),
                 short_vs_long_throughput=elapsed / short_elapsed,

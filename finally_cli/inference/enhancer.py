@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +54,10 @@ class EnhancerOptions:
         if self.chunk_seconds <= 0:
             raise ConfigError(f"--chunk-seconds {self.chunk_seconds}: must be > 0")
         if self.overlap_seconds < 0 or self.overlap_seconds > self.chunk_seconds / 2:
-            raise ConfigError(f"--overlap-seconds {self.overlap_seconds}: must be within "
-                              f"[0, chunk / 2 = {self.chunk_seconds / 2}]")
+            raise ConfigError(
+                f"--overlap-seconds {self.overlap_seconds}: must be within "
+                f"[0, chunk / 2 = {self.chunk_seconds / 2}]"
+            )
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"--batch-size {self.batch_size}: must be ≥ 1 or auto")
         if self.channels not in CHANNEL_MODES:
@@ -100,14 +101,20 @@ class Enhancer:
         self.multiple = model.length_multiple
         chunk = int(round(self.options.chunk_seconds * MODEL_RATE_IN))
         self.chunk = max(self.multiple, round_up(chunk, self.multiple))
-        self.overlap = min(int(round(self.options.overlap_seconds * MODEL_RATE_IN)),
-                           self.chunk // 2)
+        self.overlap = min(
+            int(round(self.options.overlap_seconds * MODEL_RATE_IN)), self.chunk // 2
+        )
         self.edge = max(MIN_EDGE, self.overlap // 2)
         self._batch_size = self.options.batch_size
 
     @classmethod
-    def from_pretrained(cls, spec: str, options: EnhancerOptions | None = None,
-                        revision: str | None = None, offline: bool = False) -> Enhancer:
+    def from_pretrained(
+        cls,
+        spec: str,
+        options: EnhancerOptions | None = None,
+        revision: str | None = None,
+        offline: bool = False,
+    ) -> Enhancer:
         from finally_cli.models.hub import load_model
 
         return cls(load_model(spec, revision=revision, offline=offline), options)
@@ -158,19 +165,24 @@ class Enhancer:
         assert sink.result is not None
         return sink.result
 
-    def enhance_file(self, input_path: str | Path, output_path: str | Path,
-                     progress: ProgressFn | None = None) -> FileResult:
+    def enhance_file(
+        self, input_path: str | Path, output_path: str | Path, progress: ProgressFn | None = None
+    ) -> FileResult:
         """Enhance one file into `output_path` (atomic; raises on failure)."""
         source = FileSource(input_path)
         output = Path(output_path)
         self._check_output(output)
-        result = self._run([(source, self._sink_factory(output))], progress=progress,
-                           raise_errors=True)[0]
+        result = self._run(
+            [(source, self._sink_factory(output))], progress=progress, raise_errors=True
+        )[0]
         return result
 
-    def enhance_files(self, pairs: Iterable[tuple[Path, Path]],
-                      progress: ProgressFn | None = None,
-                      on_result: ResultFn | None = None) -> list[FileResult]:
+    def enhance_files(
+        self,
+        pairs: Iterable[tuple[Path, Path]],
+        progress: ProgressFn | None = None,
+        on_result: ResultFn | None = None,
+    ) -> list[FileResult]:
         """Enhance many files, packing windows of different files into shared batches.
 
         Bad inputs do not stop the run: they come back with status "failed".
@@ -201,9 +213,14 @@ class Enhancer:
         return make
 
     # -- scheduler -------------------------------------------------------------------------
-    def _run(self, jobs: list, progress: ProgressFn | None = None,
-             on_result: ResultFn | None = None, collect: list[FileResult] | None = None,
-             raise_errors: bool = False) -> list[FileResult]:
+    def _run(
+        self,
+        jobs: list,
+        progress: ProgressFn | None = None,
+        on_result: ResultFn | None = None,
+        collect: list[FileResult] | None = None,
+        raise_errors: bool = False,
+    ) -> list[FileResult]:
         results: list[FileResult] = [] if collect is None else collect
         workdir = Path(tempfile.mkdtemp(prefix="finally-"))
         open_jobs: list[FileJob] = []
@@ -216,17 +233,28 @@ class Enhancer:
         def result_of(job: FileJob, error: str = "") -> FileResult:
             output = getattr(job.make_sink, "output", "<array>")
             status = "failed" if error else "ok"
-            return FileResult(job.source.name, output, status, job.input_seconds, job.seconds,
-                              error)
+            return FileResult(
+                job.source.name, output, status, job.input_seconds, job.seconds, error
+            )
 
         def items() -> Iterator[tuple[FileJob, int, int]]:
             for source, make_sink in jobs:
                 if isinstance(source, FileResult):
                     report(source)
                     continue
-                job = FileJob(source, make_sink, self.options.channels, self.out_rate,
-                              self.model_rate, self.options.mix, self.chunk, self.overlap,
-                              self.edge, self.multiple, workdir)
+                job = FileJob(
+                    source,
+                    make_sink,
+                    self.options.channels,
+                    self.out_rate,
+                    self.model_rate,
+                    self.options.mix,
+                    self.chunk,
+                    self.overlap,
+                    self.edge,
+                    self.multiple,
+                    workdir,
+                )
                 open_jobs.append(job)
                 try:
                     job.prepare()
@@ -261,11 +289,17 @@ class Enhancer:
             shutil.rmtree(workdir, ignore_errors=True)
         return results
 
-    def _run_batch(self, batch: list, progress: ProgressFn | None, report: ResultFn,
-                   result_of: Callable, open_jobs: list[FileJob], raise_errors: bool) -> None:
+    def _run_batch(
+        self,
+        batch: list,
+        progress: ProgressFn | None,
+        report: ResultFn,
+        result_of: Callable,
+        open_jobs: list[FileJob],
+        raise_errors: bool,
+    ) -> None:
         length = max(job.plan.lengths[window] for job, window, _ in batch)
-        windows = np.stack([job.read_window(window, track, length)
-                            for job, window, track in batch])
+        windows = np.stack([job.read_window(window, track, length) for job, window, track in batch])
         outputs = self.run_windows(windows)
         for (job, window, track), output in zip(batch, outputs):
             if job.failed:

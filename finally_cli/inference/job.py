@@ -39,7 +39,7 @@ class Fifo:
         while filled < frames:
             block = self.blocks[0]
             take = min(frames - filled, block.shape[0])
-            out[filled:filled + take] = block[:take]
+            out[filled : filled + take] = block[:take]
             filled += take
             if take == block.shape[0]:
                 self.blocks.pop(0)
@@ -62,8 +62,9 @@ class Resampler:
     def __init__(self, rate_in: int, rate_out: int, channels: int) -> None:
         self.stream = None
         if rate_in != rate_out:
-            self.stream = soxr.ResampleStream(rate_in, rate_out, channels, dtype="float32",
-                                              quality="HQ")
+            self.stream = soxr.ResampleStream(
+                rate_in, rate_out, channels, dtype="float32", quality="HQ"
+            )
 
     def __call__(self, block: np.ndarray, last: bool = False) -> np.ndarray:
         if self.stream is None:
@@ -86,9 +87,20 @@ class FileJob:
         workdir: folder for the staged 16 kHz signal.
     """
 
-    def __init__(self, source: Source, make_sink: Callable[[int, int], Sink], channels_mode: str,
-                 out_rate: int, model_rate: int, mix: float, chunk: int, overlap: int,
-                 edge: int, multiple: int, workdir: Path) -> None:
+    def __init__(
+        self,
+        source: Source,
+        make_sink: Callable[[int, int], Sink],
+        channels_mode: str,
+        out_rate: int,
+        model_rate: int,
+        mix: float,
+        chunk: int,
+        overlap: int,
+        edge: int,
+        multiple: int,
+        workdir: Path,
+    ) -> None:
         self.source = source
         self.make_sink = make_sink
         self.channels_mode = channels_mode
@@ -128,8 +140,10 @@ class FileJob:
                 if not np.isfinite(block).all():
                     bad = int(np.argmax(~np.isfinite(block).all(axis=1)))
                     at = (position + bad) / self.source.sample_rate
-                    raise AudioError(f"{self.source.name}: contains NaN/Inf samples "
-                                     f"(first at {at:.3f} s); refusing to process it")
+                    raise AudioError(
+                        f"{self.source.name}: contains NaN/Inf samples "
+                        f"(first at {at:.3f} s); refusing to process it"
+                    )
                 position += block.shape[0]
                 meter.update(block.mean(axis=1))
                 meter.peak = max(meter.peak, float(np.abs(block).max()))
@@ -170,8 +184,12 @@ class FileJob:
         first, last = int(indices.min()), int(indices.max())
         # Plain reads, not a memory map: mapped pages would count towards RSS and grow
         # with the file length.
-        rows = np.fromfile(self._stage_path, dtype=np.float32, count=(last - first + 1) * self.tracks,
-                           offset=first * self.tracks * 4).reshape(-1, self.tracks)
+        rows = np.fromfile(
+            self._stage_path,
+            dtype=np.float32,
+            count=(last - first + 1) * self.tracks,
+            offset=first * self.tracks * 4,
+        ).reshape(-1, self.tracks)
         data = rows[indices - first, track]
         return data * np.float32(self.gain)
 

@@ -45,8 +45,10 @@ class ArraySource:
         if audio.ndim == 1:
             audio = audio[:, None]
         if audio.ndim != 2 or audio.shape[0] == 0 or audio.shape[1] == 0:
-            raise AudioError(f"{name}: expected [frames] or [frames, channels] with ≥ 1 frame, "
-                             f"got shape {list(audio.shape)}")
+            raise AudioError(
+                f"{name}: expected [frames] or [frames, channels] with ≥ 1 frame, "
+                f"got shape {list(audio.shape)}"
+            )
         if sample_rate <= 0:
             raise AudioError(f"{name}: invalid sample rate {sample_rate}")
         self.audio = audio
@@ -56,7 +58,7 @@ class ArraySource:
 
     def blocks(self) -> Iterator[np.ndarray]:
         for start in range(0, self.frames, BLOCK_FRAMES):
-            yield self.audio[start:start + BLOCK_FRAMES]
+            yield self.audio[start : start + BLOCK_FRAMES]
 
 
 class Sink(Protocol):
@@ -82,6 +84,7 @@ class ArraySink:
         self.parts = []
 
 
-def file_sink(path: Path, sample_rate: int, channels: int, subtype: str | None,
-              overwrite: bool) -> AtomicWriter:
+def file_sink(
+    path: Path, sample_rate: int, channels: int, subtype: str | None, overwrite: bool
+) -> AtomicWriter:
     return AtomicWriter(path, sample_rate, channels, subtype, overwrite)

@@ -50,9 +50,7 @@ SSL_WEIGHT_SOURCES = ("hub", "checkpoint", "random")
 
 def _check_widths(name: str, widths: tuple[int, ...], min_len: int = 1) -> None:
     if len(widths) < min_len or any(int(w) <= 0 for w in widths):
-        raise ConfigError(
-            f"{name}={list(widths)}: need at least {min_len} positive channel widths"
-        )
+        raise ConfigError(f"{name}={list(widths)}: need at least {min_len} positive channel widths")
 
 
 def _positive(name: str, value: int) -> None:
@@ -279,8 +277,9 @@ def _small() -> GeneratorConfig:
 def _tiny() -> GeneratorConfig:
     return GeneratorConfig(
         name="tiny",
-        ssl=SSLConfig(enabled=True, model_id="tiny-wavlm", weights="checkpoint",
-                      arch=dict(WAVLM_TINY_ARCH)),
+        ssl=SSLConfig(
+            enabled=True, model_id="tiny-wavlm", weights="checkpoint", arch=dict(WAVLM_TINY_ARCH)
+        ),
         spectral_unet=SpectralUNetConfig(block_widths=(2, 4), block_depth=1, out_channels=8),
         fusion_channels=16,
         upsampler=UpsamplerConfig(

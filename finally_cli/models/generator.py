@@ -52,20 +52,27 @@ class FinallyGenerator(nn.Module):
             features = config.fusion_channels
         up = config.upsampler
         self.upsampler = HiFiUpsampler(
-            features, up.initial_channels, up.rates, up.kernel_sizes,
-            up.resblock_kernel_sizes, up.resblock_dilations,
+            features,
+            up.initial_channels,
+            up.rates,
+            up.kernel_sizes,
+            up.resblock_kernel_sizes,
+            up.resblock_dilations,
         )
         channels = self.upsampler.out_channels
-        self.wave_unet = WaveUNet(channels, config.wave_unet.block_widths,
-                                  config.wave_unet.block_depth)
-        self.spectral_mask = SpectralMaskNet(channels, config.spectral_mask.block_widths,
-                                             config.spectral_mask.block_depth)
+        self.wave_unet = WaveUNet(
+            channels, config.wave_unet.block_widths, config.wave_unet.block_depth
+        )
+        self.spectral_mask = SpectralMaskNet(
+            channels, config.spectral_mask.block_widths, config.spectral_mask.block_depth
+        )
         self.upsample_wave_unet: UpsampleWaveUNet | None = None
         self.conv_post: nn.Module | None = None
         uw = config.upsample_wave_unet
         if uw.enabled:
-            self.upsample_wave_unet = UpsampleWaveUNet(channels, uw.block_widths, uw.block_depth,
-                                                       uw.features)
+            self.upsample_wave_unet = UpsampleWaveUNet(
+                channels, uw.block_widths, uw.block_depth, uw.features
+            )
         else:
             self.conv_post = wn(nn.Conv1d(channels, 1, 7, padding=3))
 
@@ -76,7 +83,8 @@ class FinallyGenerator(nn.Module):
     @property
     def length_multiple(self) -> int:
         """Input lengths (16 kHz samples) that every block processes without padding."""
-        multiple = HOP * self.spectral_unet.frame_multiple
+        # At least 1024: the centred STFT of SpectralMaskNet reflects n_fft / 2 samples.
+        multiple = max(1024, HOP * self.spectral_unet.frame_multiple)
         multiple = max(multiple, self.wave_unet.unet.multiple)
         multiple = max(multiple, HOP * self.spectral_mask.unet.multiple)
         if self.upsample_wave_unet is not None:
@@ -85,8 +93,16 @@ class FinallyGenerator(nn.Module):
 
     def blocks(self) -> dict[str, nn.Module]:
         """The named blocks, in signal order (for parameter and FLOP reports)."""
-        names = ["spectral_unet", "ssl", "fusion", "upsampler", "wave_unet", "spectral_mask",
-                 "upsample_wave_unet", "conv_post"]
+        names = [
+            "spectral_unet",
+            "ssl",
+            "fusion",
+            "upsampler",
+            "wave_unet",
+            "spectral_mask",
+            "upsample_wave_unet",
+            "conv_post",
+        ]
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     def remove_weight_norm(self) -> None:
@@ -98,7 +114,7 @@ class FinallyGenerator(nn.Module):
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         # waveform: [batch, 1, samples] at 16 kHz
         samples = waveform.shape[-1]
-        pad = (-samples) % HOP
+        pad = (-samples) % self.length_multiple
         if pad:
             waveform = F.pad(waveform, (0, pad))
         mono = waveform[:, 0]  # [batch, samples]

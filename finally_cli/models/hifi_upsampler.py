@@ -15,8 +15,11 @@ class ResBlock1(nn.Module):
     def __init__(self, channels: int, kernel_size: int, dilations: tuple[int, ...]) -> None:
         super().__init__()
         self.dilated = nn.ModuleList(
-            wn(nn.Conv1d(channels, channels, kernel_size, dilation=d,
-                         padding=(kernel_size - 1) * d // 2))
+            wn(
+                nn.Conv1d(
+                    channels, channels, kernel_size, dilation=d, padding=(kernel_size - 1) * d // 2
+                )
+            )
             for d in dilations
         )
         self.plain = nn.ModuleList(
@@ -61,8 +64,11 @@ class HiFiUpsampler(nn.Module):
         for rate, kernel in zip(rates, kernel_sizes):
             # padding (k - r) / 2 makes the output exactly `rate` times longer.
             self.ups.append(
-                wn(nn.ConvTranspose1d(channels, channels // 2, kernel, rate,
-                                      padding=(kernel - rate) // 2))
+                wn(
+                    nn.ConvTranspose1d(
+                        channels, channels // 2, kernel, rate, padding=(kernel - rate) // 2
+                    )
+                )
             )
             channels //= 2
             self.mrfs.append(

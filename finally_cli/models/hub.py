@@ -62,11 +62,13 @@ def resolve_model(spec: str, revision: str | None = None, offline: bool = False)
         raise CheckpointError(f"{spec}: a model is a folder with {CONFIG_NAME} and {WEIGHTS_NAME}")
     if is_hub_id(spec):
         repo_id, _, inline_rev = spec.partition("@")
-        return ResolvedModel(download_model(repo_id, revision or inline_rev or None, offline),
-                             "hub", repo_id)
+        return ResolvedModel(
+            download_model(repo_id, revision or inline_rev or None, offline), "hub", repo_id
+        )
     known = ", ".join(sorted(set(PRESETS) | set(registry_names())))
     raise CheckpointError(
-        f"unknown model {spec!r}: not a name in weights/ ({known}), a folder, or a Hub id owner/name"
+        f"unknown model {spec!r}: not a name in weights/ ({known}), a folder, "
+        "or a Hub id owner/name"
     )
 
 
@@ -152,8 +154,9 @@ def save_model(model: FinallyGenerator, folder: str | Path, card: str | None = N
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / CONFIG_NAME).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n",
-                                      encoding="utf-8")
+    (folder / CONFIG_NAME).write_text(
+        json.dumps(model.config.to_dict(), indent=2) + "\n", encoding="utf-8"
+    )
     save_file(stored_state_dict(model), str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
     (folder / CARD_NAME).write_text(card or default_card(model), encoding="utf-8")
     return folder

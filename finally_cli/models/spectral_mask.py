@@ -38,8 +38,9 @@ class SpectralMaskNet(nn.Module):
         device_type = features.device.type
         with torch.autocast(device_type=device_type, enabled=False):
             flat = features.float().reshape(batch * channels, samples)
-            spec = torch.stft(flat, N_FFT, HOP, N_FFT, window=self.window, center=True,
-                              return_complex=True)  # [b*c, 513, frames]
+            spec = torch.stft(
+                flat, N_FFT, HOP, N_FFT, window=self.window, center=True, return_complex=True
+            )  # [b*c, 513, frames]
             inner = spec[:, 1:, 1:]
             magnitude = (inner.real.square() + inner.imag.square() + 1e-9).sqrt()
         image = magnitude.reshape(batch, channels, *magnitude.shape[1:])
@@ -47,7 +48,8 @@ class SpectralMaskNet(nn.Module):
         with torch.autocast(device_type=device_type, enabled=False):
             mask = mask.float().reshape(batch * channels, *magnitude.shape[1:])
             masked = torch.cat([spec[:, :1, :], torch.cat([spec[:, 1:, :1], inner * mask], 2)], 1)
-            restored = torch.istft(masked, N_FFT, HOP, N_FFT, window=self.window, center=True,
-                                   length=samples)
+            restored = torch.istft(
+                masked, N_FFT, HOP, N_FFT, window=self.window, center=True, length=samples
+            )
         restored = restored.reshape(batch, channels, samples).to(features.dtype)
         return restored + self.skip(features)

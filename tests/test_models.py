@@ -1,0 +1,86 @@
+"""Generator blocks: shapes, gradients, parameter counts, presets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from finally_cli.errors import ConfigError
+from finally_cli.models.config import GeneratorConfig, preset
+from finally_cli.models.hub import create_model
+
+
+@pytest.mark.parametrize("samples", [1, 255, 4096, 5003, 16000])
+def test_tiny_output_is_three_times_longer(samples: int) -> None:
+    model = create_model("tiny").eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 1, samples) * 0.1)
+    assert out.shape == (2, 1, 3 * samples)
+    assert torch.isfinite(out).all() and out.abs().max() <= 1.0
+
+
+def test_small_shapes_and_backward() -> None:
+    model = create_model("finally-small")
+    waveform = torch.randn(2, 1, 8192 + 77) * 0.1
+    out = model(waveform)
+    assert out.shape == (2, 1, 3 * (8192 + 77))
+    out.square().mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_ssl_branch_is_frozen_and_in_eval_mode() -> None:
+    model = create_model("tiny").train()
+    assert model.ssl is not None
+    assert not model.ssl.model.training
+    assert all(not p.requires_grad for p in model.ssl.parameters())
+    assert all(p.requires_grad for n, p in model.named_parameters() if not n.startswith("ssl."))
+
+
+def test_16khz_stage_config_has_no_upsampling() -> None:
+    config = preset("tiny")
+    config = config.replace(upsample_wave_unet=config.upsample_wave_unet.__class__(enabled=False))
+    model = create_model(config).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(1, 1, 4096)).shape == (1, 1, 4096)
+    assert config.output_sample_rate == 16000
+
+
+def test_seeded_creation_is_reproducible() -> None:
+    a = create_model("tiny", seed=3).state_dict()
+    b = create_model("tiny", seed=3).state_dict()
+    c = create_model("tiny", seed=4).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_remove_weight_norm_keeps_outputs() -> None:
+    model = create_model("finally-small").eval()
+    waveform = torch.randn(1, 1, 4096) * 0.1
+    with torch.no_grad():
+        before = model(waveform)
+        model.remove_weight_norm()
+        after = model(waveform)
+    assert torch.allclose(before, after, atol=1e-5)
+
+
+def test_large_parameter_counts_on_meta_device() -> None:
+    from finally_cli.cli.models import parameter_report
+
+    report = parameter_report(preset("finally-large"))
+    assert 315e6 < report["frozen"] < 316e6  # WavLM-Large
+    assert report["blocks"]["spectral_unet"]["parameters"] == pytest.approx(4.5e6, rel=0.01)
+    assert report["blocks"]["upsampler"]["parameters"] == pytest.approx(13.9e6, rel=0.01)
+    assert 70e6 < report["trainable"] < 150e6
+
+
+def test_config_round_trip_and_unknown_keys() -> None:
+    config = preset("finally-large")
+    assert GeneratorConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="unknown keys"):
+        GeneratorConfig.from_dict({"wave_unet": {"block_widths": [4], "colour": 1}})
+    with pytest.raises(ConfigError, match="upsampler.rates"):
+        GeneratorConfig.from_dict({"upsampler": {"rates": [8, 8, 2], "kernel_sizes": [16, 16, 4]}})
+    with pytest.raises(ConfigError, match="unknown preset"):
+        preset("huge")
