@@ -84,3 +84,20 @@ def test_config_round_trip_and_unknown_keys() -> None:
         GeneratorConfig.from_dict({"upsampler": {"rates": [8, 8, 2], "kernel_sizes": [16, 16, 4]}})
     with pytest.raises(ConfigError, match="unknown preset"):
         preset("huge")
+
+
+# Output slices of seeded random models, recorded with torch 2.13.0 on CPU: a change here means
+# the architecture or its initialisation changed (old checkpoints would no longer load the same).
+GOLDEN = {
+    "tiny": [-0.497012, -0.188162, -0.542378, -0.49664, -0.186841, -0.541469],
+    "finally-small": [0.487259, 0.617228, 0.457888, 0.485784, 0.580374, 0.477683],
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_golden_output_slice(name: str) -> None:
+    model = create_model(name, seed=0).eval()
+    waveform = torch.randn(1, 1, 2048, generator=torch.Generator().manual_seed(0)) * 0.1
+    with torch.no_grad():
+        out = model(waveform)[0, 0, 1000:1006]
+    assert out.tolist() == pytest.approx(GOLDEN[name], abs=1e-4)

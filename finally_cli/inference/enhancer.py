@@ -237,6 +237,18 @@ class Enhancer:
                 job.source.name, output, status, job.input_seconds, job.seconds, error
             )
 
+        def abandon(job: FileJob, err: FinallyError) -> None:
+            job.fail()
+            open_jobs.remove(job)
+            if raise_errors:
+                raise err
+            report(result_of(job, str(err)))
+
+        def finish(job: FileJob) -> None:
+            job.finish()
+            open_jobs.remove(job)
+            report(result_of(job))
+
         def items() -> Iterator[tuple[FileJob, int, int]]:
             for source, make_sink in jobs:
                 if isinstance(source, FileResult):
@@ -259,11 +271,7 @@ class Enhancer:
                 try:
                     job.prepare()
                 except FinallyError as err:
-                    job.fail()
-                    open_jobs.remove(job)
-                    if raise_errors:
-                        raise
-                    report(result_of(job, str(err)))
+                    abandon(job, err)
                     continue
                 for window, track in job.items():
                     yield job, window, track
@@ -281,7 +289,7 @@ class Enhancer:
                     if not item[0].failed:
                         batch.append(item)
                 if batch:
-                    self._run_batch(batch, progress, report, result_of, open_jobs, raise_errors)
+                    self._run_batch(batch, progress, finish, abandon)
         finally:
             for job in open_jobs:
                 if not job.finished:
@@ -291,13 +299,12 @@ class Enhancer:
 
     def _run_batch(
         self,
-        batch: list,
+        batch: list[tuple[FileJob, int, int]],
         progress: ProgressFn | None,
-        report: ResultFn,
-        result_of: Callable,
-        open_jobs: list[FileJob],
-        raise_errors: bool,
+        finish: Callable[[FileJob], None],
+        abandon: Callable[[FileJob, FinallyError], None],
     ) -> None:
+        """Run one batch of (job, window, track) items and hand each output to its job."""
         length = max(job.plan.lengths[window] for job, window, _ in batch)
         windows = np.stack([job.read_window(window, track, length) for job, window, track in batch])
         outputs = self.run_windows(windows)
@@ -309,12 +316,6 @@ class Enhancer:
                 if progress is not None and done:
                     progress(done)
                 if job.adder.done and window == job.plan.count - 1 and track == job.tracks - 1:
-                    job.finish()
-                    open_jobs.remove(job)
-                    report(result_of(job))
+                    finish(job)
             except FinallyError as err:
-                job.fail()
-                open_jobs.remove(job)
-                if raise_errors:
-                    raise
-                report(result_of(job, str(err)))
+                abandon(job, err)
