@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from finally_cli import __version__
-from finally_cli.cli import batch, bench, enhance, models
+from finally_cli.cli import batch, bench, enhance, eval, models
 from finally_cli.cli.options import STATE
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app = typer.Typer(
 app.command("enhance")(enhance.enhance)
 app.command("batch")(batch.batch)
 app.command("bench")(bench.bench)
+app.command("eval")(eval.evaluate)
 app.add_typer(models.app, name="models")
 
 

@@ -1,0 +1,202 @@
+"""`finally eval SYSTEM_DIR... [--reference CLEAN_DIR]`: score and compare systems."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from finally_cli.cli.options import (
+    DeviceOpt,
+    OfflineOpt,
+    QuietOpt,
+    RevisionOpt,
+    fail,
+    handle_errors,
+)
+
+
+@handle_errors
+def evaluate(
+    systems: Annotated[
+        list[Path] | None,
+        typer.Argument(metavar="SYSTEM_DIR...", help="Folders of outputs to score."),
+    ] = None,
+    reference: Annotated[
+        Path | None, typer.Option(help="Clean references, matched by relative path.")
+    ] = None,
+    manifest: Annotated[
+        Path | None, typer.Option(help="CSV with 'file' and 'condition' columns.")
+    ] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated: dnsmos, utmos, wvmos, pesq, estoi, sisdr, lsd [default: all]."
+        ),
+    ] = None,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="Per-file CSV.")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="JSON summary.")] = None,
+    plots: Annotated[Path | None, typer.Option(help="Folder for PNG plots.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Enhance --noisy with this model and score it."),
+    ] = None,
+    noisy: Annotated[
+        Path | None, typer.Option(help="Noisy inputs (with --model or --baseline).")
+    ] = None,
+    baseline: Annotated[
+        list[str] | None, typer.Option(help="input, noisereduce or rnnoise; repeatable.")
+    ] = None,
+    work_dir: Annotated[Path, typer.Option(help="Where enhanced and baseline outputs go.")] = Path(
+        "finally-eval"
+    ),
+    workers: Annotated[int, typer.Option(help="Scoring processes [default: CPU count].")] = 0,
+    revision: RevisionOpt = None,
+    offline: OfflineOpt = False,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+) -> None:
+    """Score systems with DNSMOS (no reference) and PESQ/ESTOI/SI-SDR/LSD (with a reference)."""
+    from rich.console import Console
+
+    from finally_cli.cli.progress import file_progress
+    from finally_cli.evaluation.baselines import check_baseline, run_baseline
+    from finally_cli.evaluation.metrics import parse_metrics
+    from finally_cli.evaluation.report import (
+        by_condition,
+        metric_columns,
+        rich_table,
+        summarize,
+        write_csv,
+        write_json,
+    )
+    from finally_cli.evaluation.runner import audio_files, make_plan, run_plan
+
+    chosen = parse_metrics(metrics)
+    system_dirs: list[Path] = list(systems or [])
+    names: list[str] = [d.name or str(d) for d in system_dirs]
+    baselines = list(baseline or [])
+    for name in baselines:
+        check_baseline(name)
+    if (model or baselines) and noisy is None:
+        fail("--model and --baseline need --noisy DIR", 2)
+    if noisy is not None:
+        noisy_files = audio_files(noisy)
+        if "input" in baselines or model:
+            system_dirs.insert(0, noisy)
+            names.insert(0, "input")
+        for name in [b for b in baselines if b != "input"]:
+            with file_progress(quiet) as bars:
+                task = bars.add_task(name, total=len(noisy_files))
+                out = run_baseline(
+                    name, noisy_files, work_dir / name, progress=lambda t=task: bars.advance(t)
+                )
+            system_dirs.append(out)
+            names.append(name)
+        if model:
+            system_dirs.append(
+                _enhance_folder(
+                    model, noisy, noisy_files, work_dir, revision, offline, device, quiet
+                )
+            )
+            names.append(Path(model).name or model)
+    if not system_dirs:
+        fail("nothing to score: give SYSTEM_DIR..., or --noisy with --model/--baseline", 2)
+    plan = make_plan(system_dirs, reference, manifest, names=_dedupe(names))
+    console = Console(stderr=True)
+    for system, keys in plan.missing.items():
+        console.print(
+            f"missing in {system}: {len(keys)} files ({', '.join(keys[:5])}"
+            f"{' ...' if len(keys) > 5 else ''})",
+            highlight=False,
+        )
+    for system, keys in plan.unmatched.items():
+        console.print(
+            f"unmatched in {system} (not scored): {', '.join(keys[:5])}"
+            f"{' ...' if len(keys) > 5 else ''}",
+            highlight=False,
+        )
+    total = sum(1 for s in plan.systems for k in plan.keys if k in plan.files[s])
+    with file_progress(quiet) as bars:
+        task = bars.add_task("scoring", total=total)
+        rows, skipped = run_plan(
+            plan, chosen, workers or os.cpu_count() or 1, progress=lambda: bars.advance(task)
+        )
+    for name, reason in skipped.items():
+        console.print(f"{name}: n/a ({reason})", highlight=False)
+    for row in rows:
+        if str(row.get("notes", "")).startswith(("error", "length")):
+            console.print(f"{row['system']}/{row['file']}: {row['notes']}", highlight=False)
+    columns = [c for c in metric_columns(rows) if any(isinstance(r.get(c), float) for r in rows)]
+    summary = summarize(rows, plan.systems, columns)
+    conditions = by_condition(rows, plan.systems, columns)
+    out = Console()
+    out.print(rich_table(summary, columns, "mean ± 95 % CI (Δ vs first system)"))
+    for condition, table in conditions.items():
+        out.print(rich_table(table, columns, f"condition: {condition}"))
+    if csv_path:
+        write_csv(csv_path, rows)
+    if json_path:
+        write_json(
+            json_path,
+            {
+                "systems": dict(zip(plan.systems, [str(d) for d in system_dirs])),
+                "reference": str(reference) if reference else None,
+                "files": len(plan.keys),
+                "metrics": columns,
+                "unavailable": skipped,
+                "missing": plan.missing,
+                "unmatched": plan.unmatched,
+                "errors": {
+                    f"{r['system']}/{r['file']}": r["notes"]
+                    for r in rows
+                    if str(r.get("notes", "")).startswith("error")
+                },
+                "summary": summary,
+                "conditions": conditions,
+            },
+        )
+    if plots:
+        from finally_cli.evaluation.plots import write_plots
+
+        write_plots(plots, rows, plan.systems, columns, conditions)
+
+
+def _dedupe(names: list[str]) -> list[str]:
+    out: list[str] = []
+    for name in names:
+        while name in out:
+            name += "'"
+        out.append(name)
+    return out
+
+
+def _enhance_folder(
+    model: str,
+    noisy: Path,
+    files: dict,
+    work_dir: Path,
+    revision: str | None,
+    offline: bool,
+    device: str,
+    quiet: bool,
+) -> Path:
+    from finally_cli.cli.progress import audio_progress
+    from finally_cli.inference.enhancer import Enhancer, EnhancerOptions
+
+    out_dir = work_dir / "enhanced"
+    pairs = [
+        (path, out_dir / f"{key}.wav")
+        for key, path in files.items()
+        if not (out_dir / f"{key}.wav").exists()
+    ]
+    if pairs:
+        enhancer = Enhancer.from_pretrained(
+            model, EnhancerOptions(device=device), revision=revision, offline=offline
+        )
+        with audio_progress(quiet) as bars:
+            task = bars.add_task("enhancing", total=None)
+            enhancer.enhance_files(pairs, progress=lambda s: bars.advance(task, s))
+    return out_dir

@@ -1,0 +1,1 @@
+"""Speech-quality evaluation: metrics, alignment, reports, plots and baselines."""
