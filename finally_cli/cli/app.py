@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from finally_cli import __version__
-from finally_cli.cli import batch, bench, enhance, eval, models
+from finally_cli.cli import batch, bench, enhance, eval, models, probe, train
 from finally_cli.cli.options import STATE
 
 app = typer.Typer(
@@ -21,7 +21,9 @@ app.command("enhance")(enhance.enhance)
 app.command("batch")(batch.batch)
 app.command("bench")(bench.bench)
 app.command("eval")(eval.evaluate)
+app.command("probe-features")(probe.probe_features)
 app.add_typer(models.app, name="models")
+app.add_typer(train.app, name="train")
 
 
 def _version(value: bool) -> None:

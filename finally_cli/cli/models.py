@@ -172,20 +172,43 @@ def create(
         str | None,
         typer.Option(help="SSL weights source: hub, random or checkpoint [default: the preset's]."),
     ] = None,
+    overlay: Annotated[
+        list[Path] | None,
+        typer.Option(help="Sparse YAML overrides of the config (e.g. an ablation); repeatable."),
+    ] = None,
+    ssl_stats: Annotated[
+        Path | None,
+        typer.Option(
+            help="Clean SSL statistics from `finally train ssl-stats` for normalize_layers."
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
 ) -> None:
     """Write a randomly initialised model folder (a training start or a speed benchmark)."""
     from dataclasses import replace
 
     from finally_cli.errors import OutputError
-    from finally_cli.models.config import preset
+    from finally_cli.models.config import apply_overlay, preset
     from finally_cli.models.hub import CONFIG_NAME, create_model, save_model
 
     config = preset(preset_name)
+    for path in overlay or []:
+        config = apply_overlay(config, path)
     if ssl_weights is not None:
         config = replace(config, ssl=replace(config.ssl, weights=ssl_weights))
     if (output / CONFIG_NAME).exists() and not overwrite:
         raise OutputError(f"{output}: already holds a model (pass --overwrite to replace it)")
     model = create_model(config, seed=seed)
+    if ssl_stats is not None:
+        from finally_cli.training.ssl_stats import load_statistics
+
+        if model.ssl is None or model.ssl.norm is None:
+            raise OutputError(
+                f"{ssl_stats}: the config normalises no SSL layer (set ssl.normalize_layers)"
+            )
+        try:
+            model.ssl.norm.load_statistics(load_statistics(ssl_stats))
+        except (KeyError, OSError, RuntimeError) as err:
+            raise OutputError(f"{ssl_stats}: {err}") from err
     save_model(model, output)
     typer.echo(str(output))

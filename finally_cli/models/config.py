@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from finally_cli.errors import ConfigError
@@ -72,6 +73,10 @@ class SSLConfig:
         arch: `transformers.WavLMConfig` keyword arguments.
         layer: hidden-state index used as conditioning (-1 = last transformer layer).
         seed: seed for "random" weights.
+        normalize_layers: layers whose features are normalised to clean-speech statistics
+            ("conv" and/or 1-based transformer layers; empty = off). See feature_norm.py.
+        finetune: train the SSL model too (the paper keeps it frozen).
+        lr_multiplier: learning-rate factor of the SSL parameters when fine-tuning.
     """
 
     enabled: bool = False
@@ -81,10 +86,24 @@ class SSLConfig:
     arch: dict[str, Any] = field(default_factory=lambda: dict(WAVLM_LARGE_ARCH))
     layer: int = -1
     seed: int = 0
+    normalize_layers: tuple[str, ...] = ()
+    finetune: bool = False
+    lr_multiplier: float = 0.1
 
     def __post_init__(self) -> None:
         if self.weights not in SSL_WEIGHT_SOURCES:
             raise ConfigError(f"ssl.weights={self.weights!r}: expected one of {SSL_WEIGHT_SOURCES}")
+        object.__setattr__(
+            self, "normalize_layers", tuple(str(v).lower() for v in self.normalize_layers)
+        )
+        layers = int(self.arch.get("num_hidden_layers", 12))
+        for value in self.normalize_layers:
+            if value != "conv" and not (value.isdigit() and 1 <= int(value) <= layers):
+                raise ConfigError(
+                    f"ssl.normalize_layers: {value!r} is not 'conv' or a layer within [1, {layers}]"
+                )
+        if self.lr_multiplier < 0:
+            raise ConfigError(f"ssl.lr_multiplier={self.lr_multiplier}: must be ≥ 0")
 
     @property
     def hidden_size(self) -> int:
@@ -303,3 +322,31 @@ def preset(name: str) -> GeneratorConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
     return PRESETS[name]()
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge sparse `overrides` into `base` (dicts merge, everything else replaces)."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "arch":
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def apply_overlay(config: GeneratorConfig, path: str | Path) -> GeneratorConfig:
+    """Apply a sparse YAML overlay; unknown keys raise `ConfigError` naming the file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: cannot read overlay: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: an overlay must be a mapping")
+    try:
+        return GeneratorConfig.from_dict(merge(config.to_dict(), data))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err

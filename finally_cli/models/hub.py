@@ -21,6 +21,7 @@ WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 SSL_PREFIX = "ssl."
+SSL_MODEL_PREFIX = "ssl.model."  # pre-trained weights; ssl.norm.* buffers are always ours
 
 
 def weights_dirs() -> list[Path]:
@@ -144,7 +145,7 @@ def stored_state_dict(model: FinallyGenerator) -> dict[str, torch.Tensor]:
     """The tensors our checkpoint holds: everything but SSL weights that come from elsewhere."""
     state = model.state_dict()
     if model.config.ssl.enabled and model.config.ssl.weights != "checkpoint":
-        state = {k: v for k, v in state.items() if not k.startswith(SSL_PREFIX)}
+        state = {k: v for k, v in state.items() if not k.startswith(SSL_MODEL_PREFIX)}
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
 

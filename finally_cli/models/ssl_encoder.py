@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from finally_cli.models.config import SSLConfig
+from finally_cli.models.feature_norm import FeatureNormalizer
 
 
 def build_wavlm(config: SSLConfig) -> nn.Module:
@@ -27,17 +28,25 @@ class SSLEncoder(nn.Module):
     """Waveform 16 kHz [batch, samples] → hidden states [batch, hidden, frames].
 
     Each window is standardised to zero mean / unit variance first, as WavLM's feature
-    extractor does in pre-training. The model stays frozen (eval mode, no grad) unless
-    `trainable` is set by fine-tuning code.
+    extractor does in pre-training. The model stays frozen (eval mode, no grad) unless the
+    config fine-tunes it; with `normalize_layers` a FeatureNormalizer re-scales the chosen
+    layers to clean-speech statistics (buffers saved with the checkpoint).
     """
 
     def __init__(self, config: SSLConfig) -> None:
         super().__init__()
         self.layer = config.layer
         self.model = build_wavlm(config)
-        self.trainable = False
-        self.model.requires_grad_(False)
-        self.model.eval()
+        self.trainable = config.finetune
+        self.model.requires_grad_(self.trainable)
+        if not self.trainable:
+            self.model.eval()
+        self.norm: FeatureNormalizer | None = None
+        if config.normalize_layers:
+            self.norm = FeatureNormalizer(
+                list(config.normalize_layers), int(self.model.config.conv_dim[-1]), self.hidden_size
+            )
+            self.norm.attach(self.model)
 
     def train(self, mode: bool = True) -> SSLEncoder:
         super().train(mode)

@@ -1,0 +1,1 @@
+"""Feature-space probing (FINALLY §3): Clustering rule and SNR rule over extractors."""

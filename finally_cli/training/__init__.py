@@ -1,0 +1,1 @@
+"""Training: data, degradations, losses, the accelerate engine, configs."""
