@@ -161,10 +161,12 @@ def batch(
             enhancer = Enhancer.from_pretrained(model, options, revision=revision, offline=offline)
             total = sum(_duration(p) for p, _ in pairs)
             with audio_progress(quiet) as bars:
-                task = bars.add_task(f"{len(pairs)} files", total=total)
+                task = bars.add_task("audio", total=total)
+                files_task = bars.add_task("files", total=len(pairs), unit="files")
 
                 def on_result(result: FileResult) -> None:
                     rows.append(vars(result))
+                    bars.advance(files_task)
                     if result.status == "failed":
                         bars.console.print(f"[red]failed[/red] {result.error}", highlight=False)
 

@@ -173,6 +173,12 @@ def _dedupe(names: list[str]) -> list[str]:
     return out
 
 
+def _seconds(path: Path) -> float:
+    from finally_cli.cli.batch import _duration
+
+    return _duration(path)
+
+
 def _enhance_folder(
     model: str,
     noisy: Path,
@@ -197,6 +203,6 @@ def _enhance_folder(
             model, EnhancerOptions(device=device), revision=revision, offline=offline
         )
         with audio_progress(quiet) as bars:
-            task = bars.add_task("enhancing", total=None)
+            task = bars.add_task("enhancing", total=sum(_seconds(p) for p, _ in pairs))
             enhancer.enhance_files(pairs, progress=lambda s: bars.advance(task, s))
     return out_dir

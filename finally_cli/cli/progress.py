@@ -7,11 +7,23 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
+
+
+class AmountColumn(ProgressColumn):
+    """ "12/300 s audio" for audio tasks, "3/20 files" for tasks created with unit="files"."""
+
+    def render(self, task: Task) -> Text:
+        unit = task.fields.get("unit", "s audio")
+        total = "?" if task.total is None else f"{task.total:.0f}"
+        return Text(f"{task.completed:.0f}/{total} {unit}")
 
 
 def audio_progress(quiet: bool) -> Progress:
@@ -21,7 +33,7 @@ def audio_progress(quiet: bool) -> Progress:
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         TaskProgressColumn(),
-        TextColumn("{task.completed:.0f}/{task.total:.0f} s audio"),
+        AmountColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
