@@ -9,7 +9,150 @@ import typer
 
 from finally_cli.cli.options import OfflineOpt, QuietOpt, RevisionOpt, fail, handle_errors
 
-app = typer.Typer(help="Train models and prepare what training needs.", no_args_is_help=True)
+app = typer.Typer(help="Train models and prepare what training needs.", invoke_without_command=True)
+
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--config", "-c", help="Stage YAML: a path or a shipped name such as finally-small/stage1."
+    ),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override, e.g. data.clean=[/data/speech] (repeatable)."),
+]
+
+
+@app.callback()
+@handle_errors
+def train(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Run folder [default: runs/<config>].")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the newest checkpoint in --run-dir.")
+    ] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run one training stage: `finally train --config finally-small/stage1 --set data.clean=[DIR]`.
+
+    Stages chain through `init_from` (the previous stage's run or exported folder).
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if config is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(2)
+    import logging
+
+    from rich.console import Console
+    from rich.logging import RichHandler
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from finally_cli.training.config import load_config
+    from finally_cli.training.trainer import Trainer
+
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
+    )
+    cfg = load_config(config, overrides)
+    run_dir = run_dir or Path("runs") / config.replace("/", "-").removesuffix(".yaml")
+    trainer = Trainer(cfg, run_dir, resume=resume)
+    console = Console(stderr=True)
+    columns = [
+        TextColumn("[bold]stage {task.fields[stage]}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("{task.fields[rate]:.2f} step/s"),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=console, disable=quiet or not console.is_terminal) as bars:
+        task = bars.add_task(
+            "train", total=cfg.steps, completed=trainer.step, stage=cfg.stage, rate=0.0, loss="-"
+        )
+        trainer.fit(
+            lambda step, logs: bars.update(
+                task,
+                completed=step,
+                rate=logs.get("steps_per_second", 0.0),
+                loss=f"{logs.get('loss_g', float('nan')):.4f}",
+            )
+        )
+    typer.echo(f"{run_dir}: stage {cfg.stage} at step {trainer.step}")
+
+
+@app.command("prepare-val")
+@handle_errors
+def prepare_val(
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write.")] = Path(
+        "validation"
+    ),
+    count: Annotated[int, typer.Option(help="Number of pairs.")] = 64,
+    seed: Annotated[int | None, typer.Option(help="Seed [default: the config's].")] = None,
+) -> None:
+    """Write a fixed validation set (noisy/clean 48 kHz pairs + manifest.csv) from a seed."""
+    import math
+
+    from finally_cli.training.config import load_config
+    from finally_cli.training.data import PairDataset, build_degrader, index_folders
+    from finally_cli.training.validation import prepare_validation
+
+    if config is None:
+        fail("--config is required", 2)
+    cfg = load_config(config, overrides)
+    degrader = build_degrader(
+        cfg.degradation,
+        index_folders(cfg.data.noise, "noise"),
+        index_folders(cfg.data.rooms, "rooms"),
+        index_folders(cfg.data.mics, "mics"),
+        cfg.data.max_noise_seconds,
+    )
+    samples16 = int(math.ceil(cfg.data.segment_seconds * 16000 / 4096) * 4096)
+    dataset = PairDataset(
+        index_folders(cfg.data.clean, "clean"),
+        degrader,
+        samples16,
+        3,
+        count,
+        cfg.seed if seed is None else seed,
+        cfg.data.silence_db,
+    )
+    prepare_validation(dataset, output, count)
+    typer.echo(f"{output}: {count} validation pairs")
+
+
+@app.command()
+@handle_errors
+def export(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A training run folder.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write.")],
+    best: Annotated[
+        bool,
+        typer.Option(
+            "--best", help="Export the best validated model instead of the newest checkpoint."
+        ),
+    ] = False,
+) -> None:
+    """Turn a run's newest (or best) generator into a model folder for `--model`."""
+    import shutil
+
+    from finally_cli.training.export import export_model
+
+    if best:
+        if not (run_dir / "best" / "model.safetensors").is_file():
+            fail(f"{run_dir}: no best/ model yet (validation has not run)", 1)
+        shutil.copytree(run_dir / "best", output, dirs_exist_ok=True)
+    else:
+        export_model(run_dir, output)
+    typer.echo(str(output))
 
 
 @app.command("ssl-stats")

@@ -1,0 +1,208 @@
+"""Training configuration: frozen dataclasses, YAML stage files as sparse overrides, --set."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from finally_cli.errors import ConfigError
+from finally_cli.models.config import _from_dict, merge
+from finally_cli.training.degradations import DegradationConfig
+
+CONFIG_ROOT = Path(__file__).parent / "configs"
+PRECISIONS = ("no", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Folders (recursive, any libsndfile format) and segmenting.
+
+    Attributes:
+        clean, noise, rooms, mics: source folders; missing noise/IRs are synthesised.
+        validation: a folder written by `finally train prepare-val`.
+        segment_seconds: training segment length (rounded up to the model's length multiple).
+        silence_db: segments whose clean active level is below this are skipped.
+    """
+
+    clean: tuple[str, ...] = ()
+    noise: tuple[str, ...] = ()
+    rooms: tuple[str, ...] = ()
+    mics: tuple[str, ...] = ()
+    validation: str | None = None
+    segment_seconds: float = 4.096
+    num_workers: int = 2
+    silence_db: float = -50.0
+    max_noise_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss weights per stage (SPEC §6) and the perceptual feature space.
+
+    Attributes:
+        features: "auto" (WavLM conv encoder when the model has WavLM weights, else the
+            multi-resolution STFT fallback), "wavlm" (required) or "mrstft".
+    """
+
+    lmos: float = 1.0
+    lmos_feature: float = 100.0
+    lmos_stft: float = 1.0
+    features: str = "auto"
+    gan: float = 0.0
+    fm: float = 0.0
+    utmos: float = 0.0
+    pesq: float = 0.0
+    disc_filters: int = 32
+
+    def __post_init__(self) -> None:
+        if self.features not in ("auto", "wavlm", "mrstft"):
+            raise ConfigError(f"loss.features={self.features!r}: expected auto, wavlm or mrstft")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW for generator and discriminator, exponential decay every `decay_every` steps."""
+
+    lr: float = 2e-4
+    lr_d: float = 2e-4
+    betas_g: tuple[float, float] = (0.8, 0.99)
+    betas_d: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 0.01
+    gamma: float = 0.996
+    decay_every: int = 200
+    grad_clip: float = 10.0
+    d_steps: int = 2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training stage.
+
+    Attributes:
+        stage: 1 (LMOS, 16 kHz), 2 (+ GAN/FM, 16 kHz), 3 (+ Upsample WaveUNet, 48 kHz).
+        model: preset name or model folder defining the architecture.
+        overlays: generator-config YAML overlays (e.g. SSL normalisation ablations).
+        init_from: model folder or run folder of the previous stage (weights to start from).
+    """
+
+    stage: int = 1
+    model: str = "finally-small"
+    overlays: tuple[str, ...] = ()
+    init_from: str | None = None
+    steps: int = 100_000
+    batch_size: int = 32
+    grad_accum: int = 1
+    precision: str = "no"
+    device: str = "auto"
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    validate_every: int = 5000
+    validation_files: int = 16
+    validation_dnsmos: bool = False
+    audio_samples: int = 2
+    data: DataConfig = field(default_factory=DataConfig)
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self) -> None:
+        if self.stage not in (1, 2, 3):
+            raise ConfigError(f"stage={self.stage}: expected 1, 2 or 3")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision={self.precision!r}: expected one of {PRECISIONS}")
+        for name in ("steps", "batch_size", "grad_accum", "log_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be ≥ 1")
+
+    @property
+    def sample_rate(self) -> int:
+        return 48000 if self.stage == 3 else 16000
+
+    def to_dict(self) -> dict[str, Any]:
+        from finally_cli.models.config import _jsonable
+
+        return _jsonable(dataclasses.asdict(self))
+
+
+_SECTIONS = {
+    "data": DataConfig,
+    "degradation": DegradationConfig,
+    "loss": LossConfig,
+    "optim": OptimConfig,
+}
+
+
+def from_dict(data: dict[str, Any]) -> TrainConfig:
+    from finally_cli.models import config as model_config
+
+    for name, cls in _SECTIONS.items():
+        model_config._NESTED[("TrainConfig", name)] = cls
+    return _from_dict(TrainConfig, data, prefix="")
+
+
+def resolve_config_path(name: str) -> Path:
+    """A YAML path, or a shipped name such as `finally-small/stage1`."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = CONFIG_ROOT / f"{name.removesuffix('.yaml')}.yaml"
+    if shipped.is_file():
+        return shipped
+    known = sorted(
+        str(p.relative_to(CONFIG_ROOT).with_suffix("")) for p in CONFIG_ROOT.rglob("*.yaml")
+    )
+    raise ConfigError(f"--config {name}: no such file or shipped config ({', '.join(known)})")
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """`a.b=value` pairs (values parsed as YAML) → nested dict."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):  # YAML 1.1 reads "1e-4" as a string
+            try:
+                parsed = float(parsed)
+            except ValueError:
+                pass
+        node[parts[-1]] = parsed
+    return out
+
+
+def load_config(name: str, overrides: list[str] | None = None) -> TrainConfig:
+    import yaml
+
+    path = resolve_config_path(name)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from err
+    data = merge(data, parse_set(overrides or []))
+    try:
+        return from_dict(data)
+    except (ConfigError, TypeError) as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
+def diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts."""
+    keys = []
+    for key in sorted(set(a) | set(b)):
+        left, right = a.get(key), b.get(key)
+        if isinstance(left, dict) and isinstance(right, dict):
+            keys += diff(left, right, f"{prefix}{key}.")
+        elif left != right:
+            keys.append(f"{prefix}{key}")
+    return keys

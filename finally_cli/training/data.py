@@ -1,0 +1,164 @@
+"""Training pairs: random clean segments from folders, degraded on the fly, fully seeded."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+from finally_cli.audio.level import LevelMeter
+from finally_cli.errors import ConfigError
+from finally_cli.training.degradations import RATE, DegradationConfig, Degrader, Sources
+
+log = logging.getLogger(__name__)
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64"}
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    frames: int
+    sample_rate: int
+
+
+def index_folders(folders: tuple[str, ...] | list[str], what: str) -> list[Clip]:
+    """Readable audio files under `folders` (recursive, sorted); unreadable ones are logged."""
+    clips = []
+    for folder in folders:
+        root = Path(folder)
+        if not root.is_dir():
+            raise ConfigError(f"data.{what}: {root} is not a folder")
+        for path in sorted(root.rglob("*")):
+            if path.suffix.lower() not in AUDIO_EXTENSIONS or not path.is_file():
+                continue
+            try:
+                info = sf.info(str(path))
+            except (sf.LibsndfileError, RuntimeError) as err:
+                log.warning("skipping %s: %s", path, err)
+                continue
+            if info.frames > 0:
+                clips.append(Clip(path, int(info.frames), int(info.samplerate)))
+    return clips
+
+
+def read_mono(clip: Clip, start: int = 0, frames: int = -1) -> np.ndarray:
+    audio, _ = sf.read(str(clip.path), start=start, frames=frames, dtype="float64", always_2d=True)
+    return audio.mean(axis=1)
+
+
+def load_sources(
+    noise: list[Clip], rooms: list[Clip], mics: list[Clip], max_seconds: float
+) -> Sources:
+    """Noises and impulse responses in memory at 48 kHz (noises capped at `max_seconds`)."""
+
+    def load(clips: list[Clip], cap: float | None) -> list[np.ndarray]:
+        out = []
+        for clip in clips:
+            frames = int(cap * clip.sample_rate) if cap else -1
+            out.append(soxr.resample(read_mono(clip, 0, frames), clip.sample_rate, RATE))
+        return out
+
+    return Sources(load(noise, max_seconds), load(rooms, None), load(mics, None))
+
+
+def active_db(audio: np.ndarray) -> float:
+    meter = LevelMeter(RATE)
+    meter.update(audio)
+    rms = meter.active_rms()
+    return 20 * np.log10(rms) if rms > 0 else -200.0
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """Item i is a deterministic function of (seed, i): the same index gives the same pair.
+
+    Each item: {"noisy": [1, samples16] float32 at 16 kHz, "clean": [1, samples16 · factor]
+    at the stage's rate}, both multiplied by the one gain that brings the noisy segment's
+    active level to the inference engine's target level (so training sees what inference
+    feeds the model).
+
+    Args:
+        clean: clean speech clips.
+        degrader: the degradation chain.
+        samples16: segment length at 16 kHz.
+        factor: 1 (16 kHz target) or 3 (48 kHz target).
+        length: nominal number of items.
+        seed: base seed.
+        silence_db: minimum clean active level of a segment.
+    """
+
+    def __init__(
+        self,
+        clean: list[Clip],
+        degrader: Degrader,
+        samples16: int,
+        factor: int,
+        length: int,
+        seed: int,
+        silence_db: float = -50.0,
+    ) -> None:
+        if not clean:
+            raise ConfigError("data.clean: no readable clean audio files")
+        self.clean = clean
+        self.degrader = degrader
+        self.samples16 = samples16
+        self.factor = factor
+        self.length = length
+        self.seed = seed
+        self.silence_db = silence_db
+        seconds = np.array([c.frames / c.sample_rate for c in clean])
+        self.weights = seconds / seconds.sum()
+
+    def __len__(self) -> int:
+        return self.length
+
+    def clean_segment(self, rng: np.random.Generator) -> np.ndarray:
+        """A random non-silent 48 kHz clean segment (zero-padded when the file is short)."""
+        samples48 = self.samples16 * 3
+        segment = np.zeros(samples48)
+        for _ in range(20):
+            clip = self.clean[rng.choice(len(self.clean), p=self.weights)]
+            need = int(np.ceil(samples48 * clip.sample_rate / RATE)) + 1
+            start = int(rng.integers(0, max(1, clip.frames - need)))
+            audio = soxr.resample(read_mono(clip, start, need), clip.sample_rate, RATE)
+            segment = np.pad(audio, (0, max(0, samples48 - audio.size)))[:samples48]
+            if active_db(segment) > self.silence_db:
+                return segment
+        return segment
+
+    def pair(self, index: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(noisy 48 kHz, clean 48 kHz, applied degradations), gained, for item `index`."""
+        rng = np.random.default_rng([self.seed, index])
+        clean = self.clean_segment(rng)
+        noisy, applied = self.degrader(clean, rng)
+        meter = LevelMeter(RATE)
+        meter.update(noisy)
+        gain = meter.gain()
+        return noisy * gain, clean * gain, applied
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        noisy48, clean48, _ = self.pair(index)
+        noisy16 = soxr.resample(noisy48, RATE, 16000)[: self.samples16]
+        noisy16 = np.pad(noisy16, (0, self.samples16 - noisy16.size))
+        target = clean48 if self.factor == 3 else soxr.resample(clean48, RATE, 16000)
+        target = np.pad(target, (0, max(0, self.samples16 * self.factor - target.size)))
+        return {
+            "noisy": torch.from_numpy(noisy16.astype(np.float32))[None],
+            "clean": torch.from_numpy(target[: self.samples16 * self.factor].astype(np.float32))[
+                None
+            ],
+        }
+
+
+def build_degrader(
+    config: DegradationConfig,
+    noise: list[Clip],
+    rooms: list[Clip],
+    mics: list[Clip],
+    max_noise_seconds: float,
+) -> Degrader:
+    return Degrader(config, load_sources(noise, rooms, mics, max_noise_seconds))

@@ -1,0 +1,257 @@
+"""Seeded degradation simulator: noise, room/mic IRs, EQ, codecs, band-limits, clipping, gain."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+import soundfile as sf
+import soxr
+from scipy import signal
+
+from finally_cli.errors import ConfigError
+
+RATE = 48000
+
+
+@dataclass(frozen=True)
+class DegradationConfig:
+    """Probabilities and ranges (the public re-implementation's values where it has them)."""
+
+    p_clean: float = 0.03
+    p_noise: float = 0.95
+    snr_db: tuple[float, float] = (-5.0, 20.0)
+    p_room: float = 0.6
+    p_mic: float = 0.4
+    rt60_seconds: tuple[float, float] = (0.2, 1.0)
+    p_codec: float = 0.5
+    codecs: tuple[str, ...] = ("mp3", "ogg", "opus")
+    p_bandlimit: float = 0.3
+    cutoffs_hz: tuple[int, ...] = (4000, 8000, 11025, 16000)
+    p_clip: float = 0.1
+    clip_db: tuple[float, float] = (0.0, 12.0)
+    p_gain: float = 0.5
+    gain_db: tuple[float, float] = (-12.0, 6.0)
+    shuffle: bool = True
+
+    def __post_init__(self) -> None:
+        for name in (
+            "p_clean",
+            "p_noise",
+            "p_room",
+            "p_mic",
+            "p_codec",
+            "p_bandlimit",
+            "p_clip",
+            "p_gain",
+        ):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"degradation.{name}={value}: must be within [0, 1]")
+        unknown = set(self.codecs) - {"mp3", "ogg", "opus"}
+        if unknown:
+            raise ConfigError(f"degradation.codecs: unknown {sorted(unknown)}")
+
+
+@dataclass
+class Sources:
+    """Optional recorded material; synthetic stand-ins are used for what is missing."""
+
+    noises: list[np.ndarray] = field(default_factory=list)  # 48 kHz mono
+    rooms: list[np.ndarray] = field(default_factory=list)  # room IRs at 48 kHz
+    mics: list[np.ndarray] = field(default_factory=list)  # microphone IRs at 48 kHz
+
+
+def mix_noise(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """Add `noise` scaled so that 10·log10(P_clean / P_noise) = snr_db."""
+    noise = np.resize(noise, clean.size)
+    p_clean, p_noise = np.mean(clean**2), np.mean(noise**2)
+    if p_clean <= 0 or p_noise <= 0:
+        return clean
+    return clean + noise * np.sqrt(p_clean / (p_noise * 10 ** (snr_db / 10)))
+
+
+def synthetic_noise(rng: np.random.Generator, samples: int) -> np.ndarray:
+    """Coloured noise, mains hum with harmonics, or sparse clicks."""
+    kind = rng.integers(0, 3)
+    if kind == 0:
+        white = rng.standard_normal(samples)
+        exponent = rng.uniform(-1.0, 1.0)  # −1 ≈ brown-ish ... +1 ≈ blue-ish
+        spectrum = np.fft.rfft(white)
+        freqs = np.maximum(np.fft.rfftfreq(samples), 1.0 / samples)
+        return np.fft.irfft(spectrum * freqs ** (exponent / 2), samples)
+    if kind == 1:
+        t = np.arange(samples) / RATE
+        base = rng.choice([50.0, 60.0])
+        return sum(np.sin(2 * np.pi * base * k * t + rng.uniform(0, 6)) / k for k in range(1, 8))
+    clicks = np.zeros(samples)
+    where = rng.integers(0, samples, size=max(1, samples // RATE * 20))
+    clicks[where] = rng.standard_normal(where.size)
+    return clicks + 0.01 * rng.standard_normal(samples)
+
+
+def synthetic_room(rng: np.random.Generator, rt60: float) -> np.ndarray:
+    """Exponentially decaying noise tail after a direct path (−60 dB at rt60)."""
+    length = int(rt60 * RATE)
+    t = np.arange(length) / RATE
+    tail = rng.standard_normal(length) * np.exp(-6.9 * t / rt60)
+    tail[0] = 0.0
+    ir = np.concatenate([[1.0], np.zeros(int(rng.uniform(0.002, 0.02) * RATE)), tail * 0.3])
+    return ir / np.sqrt(np.sum(ir**2))
+
+
+def random_eq(rng: np.random.Generator, audio: np.ndarray) -> np.ndarray:
+    """A cheap-microphone colouration: 3 random peaking biquads plus a gentle high-pass."""
+    out = audio
+    for _ in range(3):
+        f0 = rng.uniform(100, 8000)
+        gain = rng.uniform(-12, 12)
+        q = rng.uniform(0.5, 3.0)
+        a = 10 ** (gain / 40)
+        w0 = 2 * np.pi * f0 / RATE
+        alpha = np.sin(w0) / (2 * q)
+        b = [1 + alpha * a, -2 * np.cos(w0), 1 - alpha * a]
+        den = [1 + alpha / a, -2 * np.cos(w0), 1 - alpha / a]
+        out = signal.lfilter(b, den, out)
+    sos = signal.butter(2, rng.uniform(60, 300), "highpass", fs=RATE, output="sos")
+    return signal.sosfilt(sos, out)
+
+
+def apply_ir(audio: np.ndarray, ir: np.ndarray) -> np.ndarray:
+    """Convolve, keeping the original length and alignment at the IR's peak."""
+    peak = int(np.argmax(np.abs(ir)))
+    wet = signal.fftconvolve(audio, ir)[peak : peak + audio.size]
+    return np.pad(wet, (0, audio.size - wet.size))
+
+
+def codec(audio: np.ndarray, name: str, rng: np.random.Generator) -> np.ndarray:
+    """Encode and decode in memory with libsndfile (MP3, Ogg Vorbis, Ogg Opus)."""
+    buffer = io.BytesIO()
+    peak = max(1e-9, float(np.max(np.abs(audio))))
+    scaled = (audio / peak * 0.9).astype(np.float32)
+    if name == "mp3":
+        sf.write(
+            buffer,
+            scaled,
+            RATE,
+            format="MP3",
+            subtype="MPEG_LAYER_III",
+            compression_level=float(rng.uniform(0.5, 1.0)),
+        )
+    elif name == "ogg":
+        sf.write(
+            buffer,
+            scaled,
+            RATE,
+            format="OGG",
+            subtype="VORBIS",
+            compression_level=float(rng.uniform(0.6, 1.0)),
+        )
+    else:
+        sf.write(
+            buffer,
+            scaled,
+            RATE,
+            format="OGG",
+            subtype="OPUS",
+            compression_level=float(rng.uniform(0.6, 1.0)),
+        )
+    buffer.seek(0)
+    decoded, rate = sf.read(buffer, dtype="float64")
+    if rate != RATE:
+        decoded = soxr.resample(decoded, rate, RATE)
+    decoded = np.resize(decoded, audio.size) if decoded.size < audio.size else decoded[: audio.size]
+    return decoded * peak / 0.9
+
+
+def band_limit(audio: np.ndarray, cutoff_hz: float) -> np.ndarray:
+    """Remove content above `cutoff_hz` by resampling down to 2·cutoff and back (soxr HQ)."""
+    low = int(2 * cutoff_hz)
+    if low >= RATE:
+        return audio
+    down = soxr.resample(audio, RATE, low, quality="VHQ")
+    up = soxr.resample(down, low, RATE, quality="VHQ")
+    return np.pad(up, (0, max(0, audio.size - up.size)))[: audio.size]
+
+
+def clip(audio: np.ndarray, drive_db: float) -> np.ndarray:
+    peak = max(1e-9, float(np.max(np.abs(audio))))
+    threshold = peak / 10 ** (drive_db / 20)
+    return np.clip(audio, -threshold, threshold)
+
+
+class Degrader:
+    """Applies a random, seeded chain of degradations to 48 kHz clean speech.
+
+    Args:
+        config: probabilities and ranges.
+        sources: recorded noises and impulse responses (synthetic ones otherwise).
+    """
+
+    def __init__(self, config: DegradationConfig, sources: Sources | None = None) -> None:
+        self.config = config
+        self.sources = sources or Sources()
+
+    def __call__(self, clean: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list]:
+        """Returns (degraded signal, list of applied step names)."""
+        cfg = self.config
+        audio = clean.astype(np.float64)
+        if rng.random() < cfg.p_clean:
+            return audio, ["clean"]
+        steps = []
+        if rng.random() < cfg.p_room + cfg.p_mic:  # one impulse response, room or mic
+            steps.append("room" if rng.random() < cfg.p_room / (cfg.p_room + cfg.p_mic) else "mic")
+        for name, p in (
+            ("noise", cfg.p_noise),
+            ("codec", cfg.p_codec),
+            ("bandlimit", cfg.p_bandlimit),
+            ("clip", cfg.p_clip),
+            ("gain", cfg.p_gain),
+        ):
+            if rng.random() < p:
+                steps.append(name)
+        if cfg.shuffle:
+            steps = [steps[i] for i in rng.permutation(len(steps))]
+        applied = []
+        for name in steps:
+            audio, label = getattr(self, f"_{name}")(audio, rng)
+            applied.append(label)
+        return audio, applied
+
+    def _noise(self, audio: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+        snr = rng.uniform(*self.config.snr_db)
+        if self.sources.noises:
+            noise = self.sources.noises[rng.integers(len(self.sources.noises))]
+            start = rng.integers(0, max(1, noise.size - audio.size))
+            noise = noise[start : start + audio.size]
+        else:
+            noise = synthetic_noise(rng, audio.size)
+        return mix_noise(audio, noise, snr), f"noise{snr:.0f}dB"
+
+    def _room(self, audio: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+        if self.sources.rooms:
+            ir = self.sources.rooms[rng.integers(len(self.sources.rooms))]
+        else:
+            ir = synthetic_room(rng, rng.uniform(*self.config.rt60_seconds))
+        return apply_ir(audio, ir), "room"
+
+    def _mic(self, audio: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+        if self.sources.mics:
+            return apply_ir(audio, self.sources.mics[rng.integers(len(self.sources.mics))]), "mic"
+        return random_eq(rng, audio), "eq"
+
+    def _codec(self, audio: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+        name = self.config.codecs[rng.integers(len(self.config.codecs))]
+        return codec(audio, name, rng), name
+
+    def _bandlimit(self, audio: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+        cutoff = self.config.cutoffs_hz[rng.integers(len(self.config.cutoffs_hz))]
+        return band_limit(audio, cutoff), f"lowpass{cutoff // 1000}k"
+
+    def _clip(self, audio: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+        return clip(audio, rng.uniform(*self.config.clip_db)), "clip"
+
+    def _gain(self, audio: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+        db = rng.uniform(*self.config.gain_db)
+        return audio * 10 ** (db / 20), "gain"

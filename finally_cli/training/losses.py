@@ -1,0 +1,173 @@
+"""Training losses: LMOS (WavLM conv features + STFT L1), MR-STFT/mel fallback, LS-GAN, FM."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+def lowpass_decimate_kernel(factor: int, taps_per_phase: int = 32) -> torch.Tensor:
+    """Kaiser-windowed sinc low-pass at 0.9 × the new Nyquist, for decimation by `factor`."""
+    taps = 2 * taps_per_phase * factor + 1
+    n = np.arange(taps) - (taps - 1) / 2
+    cutoff = 0.9 / factor
+    kernel = cutoff * np.sinc(cutoff * n) * np.kaiser(taps, 10.0)
+    return torch.tensor(kernel / kernel.sum(), dtype=torch.float32)
+
+
+class Decimate(nn.Module):
+    """Resample by an integer factor on the device (48 → 16 kHz for the WavLM loss)."""
+
+    def __init__(self, factor: int) -> None:
+        super().__init__()
+        self.factor = factor
+        self.register_buffer(
+            "kernel", lowpass_decimate_kernel(factor)[None, None], persistent=False
+        )
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        if self.factor == 1:
+            return waveform
+        pad = self.kernel.shape[-1] // 2
+        padded = F.pad(waveform, (pad, pad), mode="reflect")
+        return F.conv1d(padded, self.kernel.to(waveform.dtype), stride=self.factor)
+
+
+def stft_magnitude(waveform: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+    window = torch.hann_window(n_fft, device=waveform.device)
+    spec = torch.stft(
+        waveform.float().reshape(-1, waveform.shape[-1]),
+        n_fft,
+        hop,
+        n_fft,
+        window=window,
+        return_complex=True,
+    )
+    return spec.abs()
+
+
+class LMOSLoss(nn.Module):
+    """100 · MSE(φ(y), φ(ŷ)) + L1(|STFT y|, |STFT ŷ|), φ = WavLM CNN encoder at 16 kHz.
+
+    Args:
+        feature_encoder: WavLM's `feature_extractor` (frozen here), or None to use the
+            multi-resolution STFT + mel fallback in its place.
+        sample_rate: rate of the signals compared (16000 or 48000).
+        feature_weight, stft_weight: the two terms' weights (100 and 1 in the paper).
+    """
+
+    def __init__(
+        self,
+        feature_encoder: nn.Module | None,
+        sample_rate: int,
+        feature_weight: float = 100.0,
+        stft_weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.encoder = feature_encoder
+        if self.encoder is not None:
+            self.encoder.requires_grad_(False)
+            self.encoder.eval()
+        self.decimate = Decimate(sample_rate // 16000)
+        self.fallback = MultiResolutionSTFTLoss() if feature_encoder is None else None
+        self.feature_weight, self.stft_weight = feature_weight, stft_weight
+        self.n_fft = 1024 * (sample_rate // 16000)
+
+    def train(self, mode: bool = True) -> LMOSLoss:
+        super().train(mode)
+        if self.encoder is not None:
+            self.encoder.eval()
+        return self
+
+    def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        # estimate, target: [batch, 1, samples] at `sample_rate`
+        terms = {}
+        if self.encoder is not None:
+            est16 = self.decimate(estimate.float())[:, 0]
+            tgt16 = self.decimate(target.float())[:, 0]
+            with torch.no_grad():
+                tgt_features = self.encoder(tgt16)
+            terms["wavlm"] = self.feature_weight * F.mse_loss(self.encoder(est16), tgt_features)
+        else:
+            terms["mrstft"] = self.feature_weight / 100.0 * self.fallback(estimate, target)
+        hop = self.n_fft // 4
+        terms["stft_l1"] = self.stft_weight * F.l1_loss(
+            stft_magnitude(estimate, self.n_fft, hop), stft_magnitude(target, self.n_fft, hop)
+        )
+        return terms
+
+
+class MultiResolutionSTFTLoss(nn.Module):
+    """Spectral convergence + log-magnitude L1 over three resolutions (the no-WavLM fallback)."""
+
+    def __init__(
+        self, resolutions: tuple[tuple[int, int], ...] = ((512, 128), (1024, 256), (2048, 512))
+    ) -> None:
+        super().__init__()
+        self.resolutions = resolutions
+
+    def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = estimate.new_zeros(())
+        for n_fft, hop in self.resolutions:
+            est = stft_magnitude(estimate, n_fft, hop)
+            tgt = stft_magnitude(target, n_fft, hop)
+            convergence = torch.linalg.norm(tgt - est) / torch.linalg.norm(tgt).clamp_min(1e-7)
+            log_mag = F.l1_loss(torch.log(est.clamp_min(1e-5)), torch.log(tgt.clamp_min(1e-5)))
+            total = total + convergence + log_mag
+        return total / len(self.resolutions)
+
+
+def discriminator_loss(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
+    """LS-GAN: Σ_k mean((D_k(y) − 1)²) + mean(D_k(ŷ)²)."""
+    return sum(torch.mean((r - 1) ** 2) + torch.mean(f**2) for r, f in zip(real, fake))
+
+
+def generator_loss(fake: list[torch.Tensor]) -> torch.Tensor:
+    """LS-GAN: Σ_k mean((D_k(ŷ) − 1)²)."""
+    return sum(torch.mean((f - 1) ** 2) for f in fake)
+
+
+def feature_matching_loss(
+    real: list[list[torch.Tensor]], fake: list[list[torch.Tensor]]
+) -> torch.Tensor:
+    """Relative L1 (EnCodec): mean over scales and layers of mean|r − f| / mean|r|."""
+    terms = []
+    for real_maps, fake_maps in zip(real, fake):
+        for r, f in zip(real_maps, fake_maps):
+            r = r.detach()
+            terms.append(torch.mean(torch.abs(r - f)) / torch.mean(torch.abs(r)).clamp_min(1e-8))
+    return sum(terms) / max(len(terms), 1)
+
+
+class PesqLoss(nn.Module):
+    """Differentiable PESQ (torch-pesq) when importable; otherwise disabled with a warning."""
+
+    def __init__(self, sample_rate: int) -> None:
+        super().__init__()
+        self.loss = None
+        try:
+            from torch_pesq import PesqLoss as TorchPesq
+        except ImportError:
+            log.warning("PESQ loss skipped: torch-pesq is not installed (it needs torchaudio)")
+            return
+        self.loss = TorchPesq(0.5, sample_rate=sample_rate)
+
+    @property
+    def available(self) -> bool:
+        return self.loss is not None
+
+    def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        assert self.loss is not None
+        return self.loss(target[:, 0].float(), estimate[:, 0].float()).mean()
+
+
+def utmos_available() -> bool:
+    """UTMOS needs the SpeechMOS code and weights from torch.hub; absent offline."""
+    log.warning("UTMOS loss skipped: its weights (tarepan/SpeechMOS) cannot be loaded offline")
+    return False

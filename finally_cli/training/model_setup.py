@@ -1,0 +1,111 @@
+"""Building the stage's generator, discriminator and loss modules from a TrainConfig."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from finally_cli.errors import CheckpointError, ConfigError
+from finally_cli.models.config import GeneratorConfig, apply_overlay
+from finally_cli.models.generator import FinallyGenerator
+from finally_cli.models.hub import create_model, load_ssl_weights, read_config, resolve_model
+from finally_cli.training.checkpoint import checkpoints
+from finally_cli.training.config import TrainConfig
+from finally_cli.training.losses import LMOSLoss
+
+log = logging.getLogger(__name__)
+
+
+def _init_source(path: str) -> tuple[GeneratorConfig, dict[str, torch.Tensor]]:
+    """Config and weights of a previous stage: an exported model folder or a run folder."""
+    folder = Path(path)
+    if (folder / "model_config.json").is_file():  # a run folder
+        found = checkpoints(folder)
+        if not found:
+            raise CheckpointError(f"{folder}: run has no checkpoint to start from")
+        config = GeneratorConfig.from_dict(json.loads((folder / "model_config.json").read_text()))
+        return config, load_file(str(found[-1] / "generator.safetensors"))
+    resolved = resolve_model(path)
+    weights = resolved.folder / "model.safetensors"
+    if not weights.is_file():
+        raise CheckpointError(f"{path}: no model.safetensors to start from")
+    return read_config(resolved.folder), load_file(str(weights))
+
+
+def generator_config(config: TrainConfig) -> tuple[GeneratorConfig, dict | None]:
+    """The stage's generator config (+ initial weights when starting from a previous stage)."""
+    weights = None
+    if config.init_from:
+        gen, weights = _init_source(config.init_from)
+    else:
+        from finally_cli.models.config import PRESETS, preset
+
+        gen = (
+            preset(config.model)
+            if config.model in PRESETS
+            else read_config(resolve_model(config.model).folder)
+        )
+    for overlay in config.overlays:
+        gen = apply_overlay(gen, overlay)
+    gen = replace(
+        gen, upsample_wave_unet=replace(gen.upsample_wave_unet, enabled=config.stage == 3)
+    )
+    return gen, weights
+
+
+def build_generator(config: TrainConfig) -> FinallyGenerator:
+    gen_config, weights = generator_config(config)
+    model = create_model(gen_config, seed=config.seed)
+    load_ssl_weights(model)
+    if weights is not None:
+        own = model.state_dict()
+        usable = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+        new = sorted(set(own) - set(usable))
+        dropped = sorted(set(weights) - set(usable))
+        model.load_state_dict(usable, strict=False)
+        if new:
+            log.info("initialised %d tensors fresh (new in this stage), e.g. %s", len(new), new[0])
+        if dropped:
+            log.info("dropped %d tensors of the previous stage, e.g. %s", len(dropped), dropped[0])
+    return model
+
+
+def build_lmos(config: TrainConfig, generator: FinallyGenerator) -> LMOSLoss:
+    """LMOS with WavLM conv features when available (per `loss.features`), else MR-STFT."""
+    choice = config.loss.features
+    encoder = None
+    if choice in ("auto", "wavlm"):
+        if generator.ssl is not None and generator.config.ssl.weights != "random":
+            # A frozen copy: fine-tuning the generator's WavLM must not move the loss space.
+            encoder = copy.deepcopy(generator.ssl.model.feature_extractor)
+        else:
+            encoder = _hub_wavlm_encoder(generator.config)
+        if encoder is None and choice == "wavlm":
+            raise ConfigError(
+                "loss.features=wavlm but no WavLM weights can be loaded "
+                "(the Hub cache has no microsoft/wavlm-large)"
+            )
+        if encoder is None:
+            log.warning(
+                "WavLM weights unavailable: LMOS uses the multi-resolution STFT loss "
+                "in place of WavLM features"
+            )
+    return LMOSLoss(encoder, config.sample_rate, config.loss.lmos_feature, config.loss.lmos_stft)
+
+
+def _hub_wavlm_encoder(gen: GeneratorConfig) -> torch.nn.Module | None:
+    try:
+        from transformers import WavLMModel
+
+        model = WavLMModel.from_pretrained(
+            gen.ssl.model_id, revision=gen.ssl.revision, local_files_only=True
+        )
+    except (OSError, ValueError):
+        return None
+    return model.feature_extractor

@@ -1,0 +1,419 @@
+"""The training loop on accelerate: G/D steps, checkpoints, resume, logs, validation."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from finally_cli.errors import ConfigError
+from finally_cli.models.discriminators import MultiScaleSTFTDiscriminator
+from finally_cli.training import checkpoint as ckpt
+from finally_cli.training.config import TrainConfig, diff
+from finally_cli.training.data import PairDataset, build_degrader, index_folders
+from finally_cli.training.losses import (
+    PesqLoss,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_loss,
+    utmos_available,
+)
+from finally_cli.training.model_setup import build_generator, build_lmos
+
+log = logging.getLogger(__name__)
+StepFn = Callable[[int, dict[str, float]], None]
+
+
+class Trainer:
+    """Runs one stage of `config` in `run_dir` (created, or resumed with `resume=True`).
+
+    Args:
+        config: the stage configuration.
+        run_dir: where checkpoints, logs and exports go.
+        resume: continue from the newest checkpoint in `run_dir` (same config required).
+    """
+
+    def __init__(self, config: TrainConfig, run_dir: Path, resume: bool = False) -> None:
+        from accelerate import Accelerator
+
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self._check_run_dir(resume)
+        cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
+        self.accelerator = Accelerator(
+            cpu=cpu, mixed_precision=config.precision, gradient_accumulation_steps=config.grad_accum
+        )
+        torch.manual_seed(config.seed)
+        self.generator = build_generator(config)
+        self.lmos = build_lmos(config, self.generator)
+        trainable = [p for p in self.generator.parameters() if p.requires_grad]
+        groups = [
+            {
+                "params": [
+                    p
+                    for n, p in self.generator.named_parameters()
+                    if p.requires_grad and not n.startswith("ssl.")
+                ]
+            }
+        ]
+        ssl_params = [
+            p
+            for n, p in self.generator.named_parameters()
+            if p.requires_grad and n.startswith("ssl.")
+        ]
+        if ssl_params:
+            groups.append(
+                {
+                    "params": ssl_params,
+                    "lr": config.optim.lr * self.generator.config.ssl.lr_multiplier,
+                }
+            )
+        assert sum(len(g["params"]) for g in groups) == len(trainable)
+        self.opt_g = torch.optim.AdamW(
+            groups,
+            lr=config.optim.lr,
+            betas=config.optim.betas_g,
+            weight_decay=config.optim.weight_decay,
+        )
+        self.use_gan = config.loss.gan > 0 or config.loss.fm > 0
+        self.discriminator = None
+        self.opt_d = None
+        if self.use_gan:
+            self.discriminator = MultiScaleSTFTDiscriminator(
+                config.sample_rate, config.loss.disc_filters
+            )
+            self.opt_d = torch.optim.AdamW(
+                self.discriminator.parameters(),
+                lr=config.optim.lr_d,
+                betas=config.optim.betas_d,
+                weight_decay=config.optim.weight_decay,
+            )
+        self.pesq = PesqLoss(config.sample_rate) if config.loss.pesq > 0 else None
+        if config.loss.utmos > 0:
+            utmos_available()
+        self.step = 0
+        self.best = -math.inf
+        if resume:
+            self._resume()
+        # The LMOS feature encoder is frozen: moved, not wrapped (DDP refuses modules
+        # without trainable parameters).
+        self.lmos = self.lmos.to(self.accelerator.device)
+        self.generator, self.opt_g = self.accelerator.prepare(self.generator, self.opt_g)
+        if self.discriminator is not None:
+            self.discriminator, self.opt_d = self.accelerator.prepare(
+                self.discriminator, self.opt_d
+            )
+        self.writer = self._writer()
+
+    # -- setup ---------------------------------------------------------------------------------
+    def _check_run_dir(self, resume: bool) -> None:
+        saved = self.run_dir / "config.json"
+        if resume:
+            if not saved.is_file():
+                raise ConfigError(f"{self.run_dir}: nothing to resume (no config.json)")
+            changed = diff(json.loads(saved.read_text()), self.config.to_dict())
+            if changed:
+                raise ConfigError(
+                    f"{self.run_dir}: config differs from the run's, refusing to "
+                    f"resume; changed keys: {', '.join(changed)}"
+                )
+            return
+        if ckpt.checkpoints(self.run_dir):
+            raise ConfigError(
+                f"{self.run_dir}: holds checkpoints; pass --resume to continue "
+                "or choose another --run-dir"
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(self.config.to_dict(), indent=2))
+
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        modules = {
+            "generator": self.accelerator.unwrap_model(self.generator)
+            if hasattr(self, "accelerator")
+            else self.generator
+        }
+        if self.discriminator is not None:
+            modules["discriminator"] = self.accelerator.unwrap_model(self.discriminator)
+        return modules
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        optimizers = {"optimizer_g": self.opt_g}
+        if self.opt_d is not None:
+            optimizers["optimizer_d"] = self.opt_d
+        return optimizers
+
+    def _resume(self) -> None:
+        found = ckpt.checkpoints(self.run_dir)
+        if not found:
+            raise ConfigError(f"{self.run_dir}: no complete checkpoint to resume from")
+        modules = {"generator": self.generator}
+        if self.discriminator is not None:
+            modules["discriminator"] = self.discriminator
+        state = ckpt.load_checkpoint(found[-1], modules, self._optimizers())
+        self.step = int(state["step"])
+        self.best = float(state.get("best", -math.inf))
+        log.info("resumed %s at step %d", found[-1], self.step)
+
+    def _writer(self):  # noqa: ANN202
+        if not self.accelerator.is_main_process:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            log.warning("tensorboard is not installed: only metrics.jsonl is written")
+            return None
+        return SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step + 1)
+
+    def _loader(self) -> torch.utils.data.DataLoader:
+        cfg = self.config
+        model = self.accelerator.unwrap_model(self.generator)
+        multiple = model.length_multiple
+        samples16 = int(math.ceil(cfg.data.segment_seconds * 16000 / multiple) * multiple)
+        degrader = build_degrader(
+            cfg.degradation,
+            index_folders(cfg.data.noise, "noise"),
+            index_folders(cfg.data.rooms, "rooms"),
+            index_folders(cfg.data.mics, "mics"),
+            cfg.data.max_noise_seconds,
+        )
+        per_step = cfg.batch_size * cfg.grad_accum
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        total = cfg.steps * per_step * world
+        dataset = PairDataset(
+            index_folders(cfg.data.clean, "clean"),
+            degrader,
+            samples16,
+            model.factor,
+            total,
+            cfg.seed,
+            cfg.data.silence_db,
+        )
+        # Process `rank` takes items [k·world + rank] of the global stream, in order, so a
+        # resumed run at step s continues with exactly the items an uninterrupted one would.
+        start = self.step * per_step * world
+        sampler = _ListSampler(range(start + rank, total, world))
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_size=cfg.batch_size,
+            sampler=sampler,
+            num_workers=cfg.data.num_workers,
+            drop_last=True,
+            persistent_workers=cfg.data.num_workers > 0,
+        )
+
+    def learning_rate_factor(self) -> float:
+        return self.config.optim.gamma ** (self.step // self.config.optim.decay_every)
+
+    def _set_lr(self) -> None:
+        factor = self.learning_rate_factor()
+        base = self.config.optim
+        ssl_mult = self.accelerator.unwrap_model(self.generator).config.ssl.lr_multiplier
+        for i, group in enumerate(self.opt_g.param_groups):
+            group["lr"] = base.lr * factor * (ssl_mult if i == 1 else 1.0)
+        if self.opt_d is not None:
+            for group in self.opt_d.param_groups:
+                group["lr"] = base.lr_d * factor
+
+    # -- one step ------------------------------------------------------------------------------
+    def train_step(self, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+        """One optimiser step of D (×d_steps) and G over `grad_accum` micro-batches."""
+        cfg, acc = self.config, self.accelerator
+        self._set_lr()
+        self.generator.train()
+        logs: dict[str, float] = {}
+        fakes = []
+        for batch in batches:
+            with acc.autocast():
+                fakes.append(self.generator(batch["noisy"]))
+        if self.discriminator is not None:
+            self.discriminator.requires_grad_(True)
+            for _ in range(cfg.optim.d_steps):
+                self.opt_d.zero_grad(set_to_none=True)
+                for batch, fake in zip(batches, fakes):
+                    with acc.autocast():
+                        real_logits, _ = self.discriminator(batch["clean"])
+                        fake_logits, _ = self.discriminator(fake.detach())
+                        loss_d = discriminator_loss(real_logits, fake_logits) / len(batches)
+                    acc.backward(loss_d)
+                    logs["loss_d"] = (
+                        logs.get("loss_d", 0.0) + float(loss_d.detach()) / cfg.optim.d_steps
+                    )
+                acc.clip_grad_norm_(self.discriminator.parameters(), cfg.optim.grad_clip)
+                self.opt_d.step()
+            self.discriminator.requires_grad_(False)  # G's losses must not reach D
+        self.opt_g.zero_grad(set_to_none=True)
+        for batch, fake in zip(batches, fakes):
+            with acc.autocast():
+                terms = self.lmos(fake, batch["clean"])
+                total = cfg.loss.lmos * sum(terms.values())
+                if self.discriminator is not None:
+                    # The unwrapped D: no DDP hooks while its parameters are frozen.
+                    plain = acc.unwrap_model(self.discriminator)
+                    fake_logits, fake_maps = plain(fake)
+                    with torch.no_grad():
+                        _, real_maps = plain(batch["clean"])
+                    terms["gan"] = cfg.loss.gan * generator_loss(fake_logits)
+                    terms["fm"] = cfg.loss.fm * feature_matching_loss(real_maps, fake_maps)
+                    total = total + terms["gan"] + terms["fm"]
+                if self.pesq is not None and self.pesq.available:
+                    terms["pesq"] = cfg.loss.pesq * self.pesq(fake, batch["clean"])
+                    total = total + terms["pesq"]
+            acc.backward(total / len(batches))
+            for key, value in terms.items():
+                logs[key] = logs.get(key, 0.0) + float(value.detach()) / len(batches)
+            logs["loss_g"] = logs.get("loss_g", 0.0) + float(total.detach()) / len(batches)
+        logs["grad_norm_g"] = float(
+            acc.clip_grad_norm_(
+                [p for p in self.generator.parameters() if p.requires_grad], cfg.optim.grad_clip
+            )
+        )
+        self.opt_g.step()
+        logs["lr"] = self.opt_g.param_groups[0]["lr"]
+        return logs
+
+    # -- loop ----------------------------------------------------------------------------------
+    def fit(self, on_step: StepFn | None = None) -> int:
+        """Train until `config.steps`; returns the final step."""
+        cfg, acc = self.config, self.accelerator
+        if self.step >= cfg.steps:
+            return self.step
+        loader = iter(self._loader())
+        metrics = (
+            (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8")
+            if acc.is_main_process
+            else None
+        )
+        started = time.perf_counter()
+        try:
+            while self.step < cfg.steps:
+                batches = []
+                for _ in range(cfg.grad_accum):
+                    batch = next(loader)
+                    batches.append({k: v.to(acc.device) for k, v in batch.items()})
+                logs = self.train_step(batches)
+                self.step += 1
+                logs["steps_per_second"] = 1.0 / max(time.perf_counter() - started, 1e-9)
+                started = time.perf_counter()
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    self._log(logs, metrics)
+                if on_step is not None:
+                    on_step(self.step, logs)
+                if cfg.data.validation and (
+                    self.step % cfg.validate_every == 0 or self.step == cfg.steps
+                ):
+                    self.validate()
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    self.save()
+        finally:
+            if metrics is not None:
+                metrics.close()
+            if self.writer is not None:
+                self.writer.flush()
+        return self.step
+
+    def _log(self, logs: dict[str, float], metrics) -> None:  # noqa: ANN001
+        if metrics is None:
+            return
+        metrics.write(json.dumps({"step": self.step, **logs}) + "\n")
+        metrics.flush()
+        if self.writer is not None:
+            for key, value in logs.items():
+                self.writer.add_scalar(f"train/{key}", value, self.step)
+
+    def save(self) -> Path | None:
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return None
+        folder = self.run_dir / "checkpoints" / f"step_{self.step:08d}"
+        generator = self.accelerator.unwrap_model(self.generator)
+        (self.run_dir / "model_config.json").write_text(
+            json.dumps(generator.config.to_dict(), indent=2)
+        )
+        ckpt.save_checkpoint(
+            folder, self._modules(), self._optimizers(), {"step": self.step, "best": self.best}
+        )
+        ckpt.prune(self.run_dir, self.config.keep_checkpoints)
+        return folder
+
+    # -- validation ----------------------------------------------------------------------------
+    def validate(self) -> dict[str, float]:
+        """PESQ/ESTOI (+ DNSMOS) on the fixed validation set; best PESQ is exported to best/."""
+        from finally_cli.training.validation import run_validation
+
+        if not self.accelerator.is_main_process:
+            return {}
+        generator = self.accelerator.unwrap_model(self.generator)
+        scores, samples = run_validation(
+            generator,
+            Path(self.config.data.validation),
+            self.config.validation_files,
+            self.config.validation_dnsmos,
+            self.accelerator.device,
+            self.config.audio_samples,
+        )
+        generator.train()
+        with (self.run_dir / "validation.jsonl").open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"step": self.step, **scores}) + "\n")
+        if self.writer is not None:
+            for key, value in scores.items():
+                self.writer.add_scalar(f"val/{key}", value, self.step)
+            for i, (noisy, enhanced, rate) in enumerate(samples):
+                self.writer.add_audio(
+                    f"val/enhanced_{i}",
+                    torch.from_numpy(enhanced)[None],
+                    self.step,
+                    sample_rate=rate,
+                )
+                self.writer.add_audio(
+                    f"val/noisy_{i}", torch.from_numpy(noisy)[None], self.step, sample_rate=rate
+                )
+                self.writer.add_figure(
+                    f"val/spectrogram_{i}", _spectrogram(enhanced, rate), self.step
+                )
+        score = scores.get("pesq", -math.inf)
+        if np.isfinite(score) and score > self.best:
+            self.best = score
+            from finally_cli.training.export import export_model
+
+            export_model(
+                self.run_dir,
+                self.run_dir / "best",
+                generator=generator,
+                step=self.step,
+                extra={"validation": scores},
+            )
+        return scores
+
+
+class _ListSampler(torch.utils.data.Sampler):
+    def __init__(self, indices: range) -> None:
+        self.indices = indices
+
+    def __iter__(self):  # noqa: ANN204
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def _spectrogram(audio: np.ndarray, rate: int):  # noqa: ANN202
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.specgram(audio, NFFT=1024, Fs=rate, noverlap=768, cmap="magma")
+    ax.set_xlabel("s")
+    ax.set_ylabel("Hz")
+    fig.tight_layout()
+    return fig
+
+
+__all__ = ["Trainer"]

@@ -1,0 +1,311 @@
+"""Training: degradations, discriminator, losses, the 3-stage pipeline, overfit, exact resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from finally_cli.cli.app import app
+from finally_cli.models.discriminators import MultiScaleSTFTDiscriminator
+from finally_cli.training import degradations as deg
+from finally_cli.training.losses import LMOSLoss, discriminator_loss, generator_loss
+from tests.conftest import speechlike, write
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def clean_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("clean")
+    for i in range(4):
+        write(folder / f"spk{i}.wav", speechlike(3.0, 44100, seed=i), 44100)
+    return folder
+
+
+# -- degradations ---------------------------------------------------------------------------
+def test_same_seed_same_pair() -> None:
+    degrader = deg.Degrader(deg.DegradationConfig())
+    clean = speechlike(1.0, 48000)[:, 0].astype(np.float64)
+    for seed in range(6):
+        a, steps_a = degrader(clean, np.random.default_rng(seed))
+        b, steps_b = degrader(clean, np.random.default_rng(seed))
+        assert steps_a == steps_b and np.array_equal(a, b)
+    c, _ = degrader(clean, np.random.default_rng(99))
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("snr", [-5.0, 0.0, 7.5, 20.0])
+def test_noise_step_hits_requested_snr(snr: float) -> None:
+    rng = np.random.default_rng(0)
+    clean = speechlike(2.0, 48000)[:, 0].astype(np.float64)
+    noisy = deg.mix_noise(clean, deg.synthetic_noise(rng, clean.size), snr)
+    measured = 10 * np.log10(np.sum(clean**2) / np.sum((noisy - clean) ** 2))
+    assert abs(measured - snr) < 0.5
+
+
+@pytest.mark.parametrize("cutoff", [4000, 8000, 11025, 16000])
+def test_band_limit_removes_energy_above_cutoff(cutoff: int) -> None:
+    rng = np.random.default_rng(1)
+    white = rng.standard_normal(48000)
+    out = deg.band_limit(white, cutoff)
+    spectrum = np.abs(np.fft.rfft(out[4800:-4800])) ** 2
+    freqs = np.fft.rfftfreq(out[4800:-4800].size, 1 / 48000)
+    below = spectrum[freqs < cutoff * 0.8].mean()
+    above = spectrum[freqs > cutoff * 1.05].mean()
+    assert 10 * np.log10(below / above) > 40
+
+
+def test_codecs_keep_length_and_alignment() -> None:
+    from finally_cli.evaluation.align import find_lag
+
+    rng = np.random.default_rng(2)
+    x = speechlike(1.0, 48000)[:, 0].astype(np.float64)
+    for name in ("mp3", "ogg", "opus"):
+        y = deg.codec(x, name, rng)
+        assert y.shape == x.shape
+        assert abs(find_lag(x, y, 2000)) <= 1  # no codec delay left in the pair
+
+
+# -- discriminator and losses --------------------------------------------------------------
+@pytest.mark.parametrize("rate", [16000, 48000])
+def test_discriminator_shapes(rate: int) -> None:
+    disc = MultiScaleSTFTDiscriminator(rate, filters=4)
+    logits, features = disc(torch.randn(2, 1, rate // 2))
+    assert len(logits) == 5 and len(features) == 5
+    for sub, out, maps in zip(disc.discriminators, logits, features):
+        frames = (rate // 2 - sub.n_fft) // sub.hop + 1
+        bins = sub.n_fft // 2 + 1
+        assert out.shape[:3] == (2, 1, frames)
+        assert out.shape[3] == -(-bins // 8)  # three stride-2 layers over frequency
+        assert len(maps) == 5
+
+
+def test_gradients_stay_on_their_side() -> None:
+    from finally_cli.models.hub import create_model
+
+    generator = create_model("tiny")
+    disc = MultiScaleSTFTDiscriminator(48000, filters=4)
+    noisy, clean = torch.randn(1, 1, 4096) * 0.1, torch.randn(1, 1, 3 * 4096) * 0.1
+    fake = generator(noisy)
+    # D loss on a detached fake: no gradient reaches G.
+    real_logits, _ = disc(clean)
+    fake_logits, _ = disc(fake.detach())
+    discriminator_loss(real_logits, fake_logits).backward()
+    assert all(p.grad is None for p in generator.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in disc.parameters())
+    # G loss with D frozen: no gradient reaches D.
+    disc.zero_grad(set_to_none=True)
+    disc.requires_grad_(False)
+    generator_loss(disc(fake)[0]).backward()
+    assert all(p.grad is None for p in disc.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in generator.parameters())
+
+
+def test_lmos_is_zero_for_identical_and_positive_otherwise() -> None:
+    from finally_cli.models.hub import create_model
+
+    encoder = create_model("tiny").ssl.model.feature_extractor
+    loss = LMOSLoss(encoder, 48000)
+    x = torch.randn(2, 1, 48000) * 0.1
+    assert sum(loss(x, x).values()) == 0
+    terms = loss(x + 0.05 * torch.randn_like(x), x)
+    assert set(terms) == {"wavlm", "stft_l1"} and all(v > 0 for v in terms.values())
+    assert set(LMOSLoss(None, 16000)(x[..., :16000], x[..., :16000])) == {"mrstft", "stft_l1"}
+
+
+# -- the pipeline ----------------------------------------------------------------------------
+def train_cli(*args: str) -> None:
+    result = runner.invoke(app, ["train", "--quiet", *args])
+    assert result.exit_code == 0, result.output + str(result.exception)
+
+
+def test_three_stages_then_enhance(tmp_path: Path, clean_dir: Path) -> None:
+    common = [f"data.clean=[{clean_dir}]", "steps=3", "checkpoint_every=3"]
+    val = tmp_path / "val"
+    train_cli(
+        "prepare-val", "--config", "tiny/stage1", "--set", common[0], "-o", str(val), "--count", "2"
+    )
+    assert len(list((val / "noisy").glob("*.wav"))) == 2
+    runs = tmp_path / "runs"
+    train_cli(
+        "--config",
+        "tiny/stage1",
+        *sum((["--set", s] for s in common), []),
+        "--set",
+        f"data.validation={val}",
+        "--set",
+        "validate_every=3",
+        "--run-dir",
+        str(runs / "s1"),
+    )
+    assert (runs / "s1" / "best" / "model.safetensors").is_file()
+    assert json.loads((runs / "s1" / "validation.jsonl").read_text().splitlines()[0])["pesq"] > 0
+    train_cli(
+        "--config",
+        "tiny/stage2",
+        *sum((["--set", s] for s in common), []),
+        "--set",
+        f"init_from={runs / 's1'}",
+        "--run-dir",
+        str(runs / "s2"),
+    )
+    train_cli(
+        "--config",
+        "tiny/stage3",
+        *sum((["--set", s] for s in common), []),
+        "--set",
+        f"init_from={runs / 's2'}",
+        "--run-dir",
+        str(runs / "s3"),
+    )
+    losses = [json.loads(line) for line in (runs / "s3" / "metrics.jsonl").read_text().splitlines()]
+    assert {"loss_g", "loss_d", "gan", "fm", "wavlm", "stft_l1"} <= set(losses[-1])
+    assert (runs / "s3" / "tensorboard").is_dir()
+    train_cli("export", str(runs / "s3"), "-o", str(tmp_path / "model"))
+    src = write(tmp_path / "in.wav", speechlike(1.2, 22050), 22050)
+    result = runner.invoke(
+        app,
+        [
+            "enhance",
+            str(src),
+            "-o",
+            str(tmp_path / "out.wav"),
+            "--model",
+            str(tmp_path / "model"),
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    import soundfile as sf
+
+    assert sf.info(str(tmp_path / "out.wav")).samplerate == 48000
+
+
+def test_resume_refuses_changed_config(tmp_path: Path, clean_dir: Path) -> None:
+    base = [
+        "--config",
+        "tiny/stage1",
+        "--set",
+        f"data.clean=[{clean_dir}]",
+        "--set",
+        "steps=2",
+        "--run-dir",
+        str(tmp_path / "r"),
+    ]
+    train_cli(*base)
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            *base[:-2],
+            "--set",
+            "optim.lr=1e-3",
+            "--run-dir",
+            str(tmp_path / "r"),
+            "--resume",
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "changed keys: optim.lr" in result.stderr
+    result = runner.invoke(app, ["train", *base, "--quiet"])
+    assert result.exit_code == 2 and "--resume" in result.stderr
+
+
+def test_stage1_overfits_one_batch() -> None:
+    """Stage-1 LMOS (WavLM conv features of the tiny preset + STFT L1) on one fixed batch."""
+    from dataclasses import replace
+
+    from finally_cli.models.hub import create_model
+
+    torch.manual_seed(0)
+    config = create_model("tiny").config
+    generator = create_model(
+        replace(config, upsample_wave_unet=replace(config.upsample_wave_unet, enabled=False))
+    ).train()
+    loss_fn = LMOSLoss(create_model("tiny").ssl.model.feature_extractor, 16000)
+    clean = torch.from_numpy(speechlike(0.512, 16000, seed=1)[:, 0] * 0.5)[None, None]
+    noisy = clean + 0.05 * torch.randn_like(clean)
+    optimizer = torch.optim.AdamW(generator.parameters(), lr=3e-3, betas=(0.8, 0.99))
+    history = []
+    for _ in range(120):
+        optimizer.zero_grad()
+        loss = sum(loss_fn(generator(noisy), clean).values())
+        loss.backward()
+        optimizer.step()
+        history.append(float(loss.detach()))
+    assert min(history[-10:]) < history[0] / 5, (history[0], history[-10:])
+
+
+def test_sigkill_resume_continues_exactly(tmp_path: Path, clean_dir: Path) -> None:
+    args = [
+        "--config",
+        "tiny/stage2",
+        "--set",
+        f"data.clean=[{clean_dir}]",
+        "--set",
+        "init_from=null",
+        "--set",
+        "steps=8",
+        "--set",
+        "checkpoint_every=3",
+        "--set",
+        "log_every=1",
+        "--quiet",
+    ]
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    reference = tmp_path / "reference"
+    subprocess.run(
+        [sys.executable, "-m", "finally_cli.cli", "train", *args, "--run-dir", str(reference)],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    crashed = tmp_path / "crashed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "finally_cli.cli", "train", *args, "--run-dir", str(crashed)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and not (crashed / "checkpoints" / "step_00000003").is_dir():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (crashed / "checkpoints" / "step_00000003" / "state.json").is_file()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "finally_cli.cli",
+            "train",
+            *args,
+            "--run-dir",
+            str(crashed),
+            "--resume",
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+
+    def losses(run: Path) -> dict[int, dict]:
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return {row["step"]: row for row in rows}
+
+    ref, resumed = losses(reference), losses(crashed)
+    for step in range(4, 9):
+        for key in ("loss_g", "loss_d"):
+            assert resumed[step][key] == pytest.approx(ref[step][key], abs=1e-5), (step, key)
