@@ -75,7 +75,7 @@ class LMOSLoss(nn.Module):
             self.encoder.requires_grad_(False)
             self.encoder.eval()
         self.decimate = Decimate(sample_rate // 16000)
-        self.fallback = MultiResolutionSTFTLoss() if feature_encoder is None else None
+        self.fallback = MultiResolutionSTFTLoss(sample_rate) if feature_encoder is None else None
         self.feature_weight, self.stft_weight = feature_weight, stft_weight
         self.n_fft = 1024 * (sample_rate // 16000)
 
@@ -104,13 +104,36 @@ class LMOSLoss(nn.Module):
 
 
 class MultiResolutionSTFTLoss(nn.Module):
-    """Spectral convergence + log-magnitude L1 over three resolutions (the no-WavLM fallback)."""
+    """Spectral convergence + log-magnitude L1 over three resolutions, plus log-mel L1.
+
+    The fallback for the WavLM feature term when no WavLM weights are available.
+
+    Args:
+        sample_rate: rate of the compared signals (the mel bank spans 0 … Nyquist).
+    """
 
     def __init__(
-        self, resolutions: tuple[tuple[int, int], ...] = ((512, 128), (1024, 256), (2048, 512))
+        self,
+        sample_rate: int = 16000,
+        resolutions: tuple[tuple[int, int], ...] = ((512, 128), (1024, 256), (2048, 512)),
     ) -> None:
         super().__init__()
+        from transformers.audio_utils import mel_filter_bank
+
         self.resolutions = resolutions
+        self.mel_fft = 1024 * max(1, sample_rate // 16000)
+        bank = mel_filter_bank(
+            num_frequency_bins=self.mel_fft // 2 + 1,
+            num_mel_filters=80,
+            min_frequency=0.0,
+            max_frequency=sample_rate / 2,
+            sampling_rate=sample_rate,
+            norm="slaney",
+            mel_scale="slaney",
+        )
+        self.register_buffer(
+            "mel_bank", torch.tensor(bank.T, dtype=torch.float32), persistent=False
+        )
 
     def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         total = estimate.new_zeros(())
@@ -120,7 +143,11 @@ class MultiResolutionSTFTLoss(nn.Module):
             convergence = torch.linalg.norm(tgt - est) / torch.linalg.norm(tgt).clamp_min(1e-7)
             log_mag = F.l1_loss(torch.log(est.clamp_min(1e-5)), torch.log(tgt.clamp_min(1e-5)))
             total = total + convergence + log_mag
-        return total / len(self.resolutions)
+        hop = self.mel_fft // 4
+        est_mel = torch.matmul(self.mel_bank, stft_magnitude(estimate, self.mel_fft, hop))
+        tgt_mel = torch.matmul(self.mel_bank, stft_magnitude(target, self.mel_fft, hop))
+        mel = F.l1_loss(torch.log(est_mel.clamp_min(1e-5)), torch.log(tgt_mel.clamp_min(1e-5)))
+        return total / len(self.resolutions) + mel
 
 
 def discriminator_loss(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
