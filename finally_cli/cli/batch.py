@@ -15,6 +15,7 @@ from finally_cli.cli.options import (
     BatchSizeOpt,
     ChannelsOpt,
     ChunkOpt,
+    CompileOpt,
     DeviceOpt,
     MixOpt,
     ModelOpt,
@@ -96,6 +97,7 @@ def batch(
     batch_size: BatchSizeOpt = "auto",
     chunk_seconds: ChunkOpt = 10.24,
     overlap_seconds: OverlapOpt = 1.0,
+    compile_model: CompileOpt = False,
     sample_rate: SampleRateOpt = None,
     channels: ChannelsOpt = "mix",
     mix: MixOpt = 1.0,
@@ -132,6 +134,7 @@ def batch(
         mix=mix,
         subtype=subtype,
         overwrite=overwrite,
+        compile=compile_model,
     )
     wanted = {e.strip().lower().lstrip(".") for e in extensions.split(",") if e.strip()}
     exclude = output_dir.resolve() if output_dir.resolve() != input_dir.resolve() else None

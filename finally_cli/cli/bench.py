@@ -11,6 +11,7 @@ from finally_cli.cli.options import (
     DEFAULT_MODEL,
     BatchSizeOpt,
     ChunkOpt,
+    CompileOpt,
     DeviceOpt,
     JsonOpt,
     ModelOpt,
@@ -33,6 +34,7 @@ def bench(
     batch_size: BatchSizeOpt = "auto",
     chunk_seconds: ChunkOpt = 10.24,
     overlap_seconds: OverlapOpt = 1.0,
+    compile_model: CompileOpt = False,
     seconds: Annotated[float, typer.Option(help="Seconds of synthetic 48 kHz audio.")] = 60.0,
     short_files: Annotated[
         int,
@@ -46,6 +48,15 @@ def bench(
             "--flops/--no-flops", help="Count FLOPs per audio second (torch.utils.flop_counter)."
         ),
     ] = True,
+    blocks: Annotated[
+        bool,
+        typer.Option(
+            "--blocks",
+            help="Per-block FLOPs, bytes and time on "
+            "one window, the measured matmul rate and copy "
+            "bandwidth, and the resulting floor.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """RTF, throughput, peak memory and FLOPs of a model (random weights when none ship)."""
@@ -62,8 +73,14 @@ def bench(
         batch_size=parse_batch_size(batch_size),
         device=device,
         precision=precision,
+        compile=compile_model,
     )
-    result = run_bench(bench_model(model, revision, offline), options, seconds, short_files, flops)
+    generator = bench_model(model, revision, offline)
+    result = run_bench(generator, options, seconds, short_files, flops)
+    if blocks:
+        from finally_cli.inference.profile import hardware_floor
+
+        result["blocks"] = hardware_floor(generator, result)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -76,5 +93,32 @@ def bench(
         title=f"finally bench: {result['model']} on {result['device']} ({result['precision']})",
     )
     for key, value in result.items():
-        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
-    Console().print(table)
+        if key != "blocks":
+            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    console = Console()
+    console.print(table)
+    if blocks:
+        detail = Table(
+            "block",
+            "GFLOP / audio s",
+            "MB moved / audio s",
+            "ms / window",
+            "GFLOP/s achieved",
+            title="per block (one window, batch 1)",
+        )
+        for name, entry in result["blocks"]["per_block"].items():
+            detail.add_row(
+                name,
+                f"{entry['gflop_per_audio_second']:.3f}",
+                f"{entry['mb_per_audio_second']:.1f}",
+                f"{entry['ms']:.1f}",
+                f"{entry['achieved_gflops']:.1f}",
+            )
+        console.print(detail)
+        floor = result["blocks"]
+        console.print(
+            f"matmul {floor['matmul_gflops']:.1f} GFLOP/s, copy "
+            f"{floor['copy_gbps']:.1f} GB/s → floor RTF {floor['floor_rtf']:.4f} "
+            f"(compute-bound {floor['compute_floor_rtf']:.4f}, memory-bound "
+            f"{floor['memory_floor_rtf']:.4f})"
+        )

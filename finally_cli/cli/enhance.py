@@ -12,6 +12,7 @@ from finally_cli.cli.options import (
     BatchSizeOpt,
     ChannelsOpt,
     ChunkOpt,
+    CompileOpt,
     DeviceOpt,
     MixOpt,
     ModelOpt,
@@ -54,6 +55,7 @@ def enhance(
     batch_size: BatchSizeOpt = "auto",
     chunk_seconds: ChunkOpt = 10.24,
     overlap_seconds: OverlapOpt = 1.0,
+    compile_model: CompileOpt = False,
     sample_rate: SampleRateOpt = None,
     channels: ChannelsOpt = "mix",
     mix: MixOpt = 1.0,
@@ -78,6 +80,7 @@ def enhance(
         mix=mix,
         subtype=subtype,
         overwrite=overwrite,
+        compile=compile_model,
     )
     info = probe(input_path)  # cheap checks before the model loads
     output_format(output, subtype)

@@ -37,6 +37,8 @@ class EnhancerOptions:
         mix: share of the enhanced signal (1) against the input (0).
         subtype: output sample format (e.g. PCM_16, FLOAT); None follows the extension.
         overwrite: replace existing outputs.
+        compile: run the generator through `torch.compile` (static shapes; the first
+            window of each length pays the compilation).
     """
 
     chunk_seconds: float = 10.24
@@ -49,6 +51,7 @@ class EnhancerOptions:
     mix: float = 1.0
     subtype: str | None = None
     overwrite: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.chunk_seconds <= 0:
@@ -97,6 +100,9 @@ class Enhancer:
         self.device = pick_device(self.options.device)
         check_precision(self.options.precision, self.device)
         self.model = model.to(self.device).eval()
+        self._forward = (
+            torch.compile(self.model, dynamic=False) if self.options.compile else self.model
+        )
         self.model_rate = model.config.output_sample_rate
         self.multiple = model.length_multiple
         chunk = int(round(self.options.chunk_seconds * MODEL_RATE_IN))
@@ -145,8 +151,11 @@ class Enhancer:
     def run_windows(self, windows: np.ndarray) -> np.ndarray:
         """Model on a batch of 16 kHz windows [batch, samples] → [batch, samples · factor]."""
         with torch.inference_mode(), autocast(self.options.precision, self.device):
-            tensor = torch.from_numpy(windows).to(self.device, non_blocking=True).unsqueeze(1)
-            output = self.model(tensor)
+            tensor = torch.from_numpy(windows)
+            if self.device.type == "cuda":  # pinned pages let the copy overlap queued work
+                tensor = tensor.pin_memory()
+            tensor = tensor.to(self.device, non_blocking=True).unsqueeze(1)
+            output = self._forward(tensor)
         return output.squeeze(1).float().cpu().numpy()
 
     # -- public API ------------------------------------------------------------------------
