@@ -137,7 +137,8 @@ class Enhancer:
 
     def _auto_batch_size(self) -> int:
         if self.device.type != "cuda":
-            return 2
+            # On CPU a larger batch only adds cache pressure: batch 1 measured ~1.4x faster.
+            return 1
         # Measure one chunk's activation memory, then fill ~70 % of what is free.
         torch.cuda.synchronize(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
