@@ -1,0 +1,1 @@
+"""Data recipes: reproducible builders of training/validation/test sets from local sources."""

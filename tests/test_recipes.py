@@ -1,0 +1,76 @@
+"""Data recipes: the offline set splits by language; the condition test set is seeded."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from finally_cli.training.recipes import conditions, offline
+from tests.conftest import speechlike
+
+
+def fake_tuxpaint(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    for i, lang in enumerate(["", "_fr", "_ru", "_el", "_lt", "_es"]):
+        for j in range(2):
+            path = root / "animals" / f"cat{j}_desc{lang}.ogg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(path), speechlike(1.5, 44100, seed=i * 10 + j), 44100)
+    for j in range(3):
+        sf.write(str(root / "animals" / f"cat{j}.ogg"), rng.standard_normal(22050) * 0.1, 44100)
+
+
+def test_offline_recipe_splits_by_language(tmp_path: Path) -> None:
+    fake_tuxpaint(tmp_path / "stamps")
+    summary = offline.build(
+        tmp_path / "out", tmp_path / "stamps", noises=4, noise_seconds=2.0, rooms=3
+    )
+    assert summary["speech"]["test"] == {"el": 2}
+    assert summary["speech"]["validation"] == {"lt": 2}
+    assert summary["speech"]["train"] == {"en": 2, "fr": 2, "ru": 2, "es": 2}
+    assert summary["tuxpaint_effects"] == 3
+    test_names = {p.name for p in (tmp_path / "out" / "clean" / "test").rglob("*.ogg")}
+    train_names = {p.name for p in (tmp_path / "out" / "clean" / "train").rglob("*.ogg")}
+    assert test_names and not test_names & train_names
+    assert len(list((tmp_path / "out" / "noise" / "synthetic").glob("*.flac"))) == 4
+    assert len(list((tmp_path / "out" / "rooms").glob("*.flac"))) == 3
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == summary
+    assert "GPL-2+" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_condition_test_set_is_seeded_and_complete(tmp_path: Path) -> None:
+    fake_tuxpaint(tmp_path / "stamps")
+    offline.build(tmp_path / "out", tmp_path / "stamps", noises=4, noise_seconds=2.0, rooms=2)
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    for i in range(9):
+        sf.write(str(clean / f"{i}.wav"), speechlike(1.5, 44100, seed=i), 44100)
+    for name in ("a", "b"):
+        conditions.build(
+            clean,
+            tmp_path / "out" / "noise",
+            tmp_path / "out" / "rooms",
+            tmp_path / name,
+            per_condition=1,
+            seconds=1.2,
+        )
+    rows = list(csv.DictReader((tmp_path / "a" / "manifest.csv").open()))
+    assert [r["condition"] for r in rows] == list(conditions.CONDITIONS)
+    for row in rows:
+        a, _ = sf.read(str(tmp_path / "a" / "noisy" / row["file"]))
+        b, _ = sf.read(str(tmp_path / "b" / "noisy" / row["file"]))
+        assert np.array_equal(a, b)
+        assert (tmp_path / "a" / "clean" / row["file"]).is_file()
+
+
+def test_mp3_24k_is_aligned_and_low_rate() -> None:
+    from finally_cli.evaluation.align import find_lag
+
+    x = np.convolve(np.random.default_rng(0).standard_normal(48000 * 3), np.ones(6) / 6, "same")
+    y, kbps = conditions.mp3_24k(x * 0.1)
+    assert y.shape == x.shape and abs(find_lag(x, y, 3000)) <= 1
+    assert 20 <= kbps <= 28
