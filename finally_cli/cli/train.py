@@ -99,32 +99,14 @@ def prepare_val(
     seed: Annotated[int | None, typer.Option(help="Seed [default: the config's].")] = None,
 ) -> None:
     """Write a fixed validation set (noisy/clean 48 kHz pairs + manifest.csv) from a seed."""
-    import math
-
     from finally_cli.training.config import load_config
-    from finally_cli.training.data import PairDataset, build_degrader, index_folders
+    from finally_cli.training.data import pair_dataset
     from finally_cli.training.validation import prepare_validation
 
     if config is None:
         fail("--config is required", 2)
     cfg = load_config(config, overrides)
-    degrader = build_degrader(
-        cfg.degradation,
-        index_folders(cfg.data.noise, "noise"),
-        index_folders(cfg.data.rooms, "rooms"),
-        index_folders(cfg.data.mics, "mics"),
-        cfg.data.max_noise_seconds,
-    )
-    samples16 = int(math.ceil(cfg.data.segment_seconds * 16000 / 4096) * 4096)
-    dataset = PairDataset(
-        index_folders(cfg.data.clean, "clean"),
-        degrader,
-        samples16,
-        3,
-        count,
-        cfg.seed if seed is None else seed,
-        cfg.data.silence_db,
-    )
+    dataset = pair_dataset(cfg, count, 3, 4096, seed)
     prepare_validation(dataset, output, count)
     typer.echo(f"{output}: {count} validation pairs")
 

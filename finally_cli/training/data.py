@@ -162,3 +162,31 @@ def build_degrader(
     max_noise_seconds: float,
 ) -> Degrader:
     return Degrader(config, load_sources(noise, rooms, mics, max_noise_seconds))
+
+
+def pair_dataset(
+    config,
+    length: int,
+    factor: int,
+    multiple: int,  # noqa: ANN001
+    seed: int | None = None,
+) -> PairDataset:
+    """The seeded pair stream a TrainConfig describes (segment rounded up to `multiple`)."""
+    data = config.data
+    degrader = build_degrader(
+        config.degradation,
+        index_folders(data.noise, "noise"),
+        index_folders(data.rooms, "rooms"),
+        index_folders(data.mics, "mics"),
+        data.max_noise_seconds,
+    )
+    samples16 = int(np.ceil(data.segment_seconds * 16000 / multiple) * multiple)
+    return PairDataset(
+        index_folders(data.clean, "clean"),
+        degrader,
+        samples16,
+        factor,
+        length,
+        config.seed if seed is None else seed,
+        data.silence_db,
+    )

@@ -16,7 +16,7 @@ from finally_cli.errors import ConfigError
 from finally_cli.models.discriminators import MultiScaleSTFTDiscriminator
 from finally_cli.training import checkpoint as ckpt
 from finally_cli.training.config import TrainConfig, diff
-from finally_cli.training.data import PairDataset, build_degrader, index_folders
+from finally_cli.training.data import pair_dataset
 from finally_cli.training.losses import (
     PesqLoss,
     discriminator_loss,
@@ -173,27 +173,10 @@ class Trainer:
     def _loader(self) -> torch.utils.data.DataLoader:
         cfg = self.config
         model = self.accelerator.unwrap_model(self.generator)
-        multiple = model.length_multiple
-        samples16 = int(math.ceil(cfg.data.segment_seconds * 16000 / multiple) * multiple)
-        degrader = build_degrader(
-            cfg.degradation,
-            index_folders(cfg.data.noise, "noise"),
-            index_folders(cfg.data.rooms, "rooms"),
-            index_folders(cfg.data.mics, "mics"),
-            cfg.data.max_noise_seconds,
-        )
         per_step = cfg.batch_size * cfg.grad_accum
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
         total = cfg.steps * per_step * world
-        dataset = PairDataset(
-            index_folders(cfg.data.clean, "clean"),
-            degrader,
-            samples16,
-            model.factor,
-            total,
-            cfg.seed,
-            cfg.data.silence_db,
-        )
+        dataset = pair_dataset(cfg, total, model.factor, model.length_multiple)
         # Process `rank` takes items [k·world + rank] of the global stream, in order, so a
         # resumed run at step s continues with exactly the items an uninterrupted one would.
         start = self.step * per_step * world
