@@ -108,6 +108,18 @@ def format_cell(entry: dict, show_delta: bool) -> str:
     return text
 
 
+HEADERS = {
+    "dnsmos_sig": "SIG",
+    "dnsmos_bak": "BAK",
+    "dnsmos_ovrl": "OVRL",
+    "dnsmos_p808": "P.808",
+    "pesq": "PESQ",
+    "estoi": "ESTOI",
+    "sisdr": "SI-SDR",
+    "lsd": "LSD",
+}
+
+
 def rich_table(summary: dict, columns: list[str], title: str):  # noqa: ANN201
     """One row per system: mean ± 95 % CI, and (Δ vs the first system)."""
     from rich.table import Table
@@ -115,7 +127,7 @@ def rich_table(summary: dict, columns: list[str], title: str):  # noqa: ANN201
     table = Table(title=title)
     table.add_column("system")
     for column in columns:
-        table.add_column(column, justify="right")
+        table.add_column(HEADERS.get(column, column), justify="right")
     for i, (system, entries) in enumerate(summary.items()):
         table.add_row(system, *[format_cell(entries[c], i > 0) for c in columns])
     return table
