@@ -83,6 +83,15 @@ def _libsndfile_reason(err: Exception) -> str:
     return text.split(": ", 1)[-1] if text.startswith("Error opening") else text
 
 
+def duration_seconds(path: str | Path) -> float:
+    """Length of an audio file from its header; 0 when it cannot be read (progress totals)."""
+    try:
+        info = sf.info(str(path))
+        return info.frames / info.samplerate
+    except (sf.LibsndfileError, RuntimeError, ZeroDivisionError):
+        return 0.0
+
+
 def read_blocks(info: AudioInfo, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
     """Yield float32 blocks [frames, channels] of the whole file, streaming.
 

@@ -110,7 +110,7 @@ def batch(
     Windows of many short files share batches. Under `accelerate launch` (or torchrun)
     each process takes its share of the files and its own GPU.
     """
-    from finally_cli.audio.io import FORMATS
+    from finally_cli.audio.io import FORMATS, duration_seconds
     from finally_cli.cli.options import parse_batch_size
     from finally_cli.cli.progress import audio_progress
     from finally_cli.inference.enhancer import Enhancer, EnhancerOptions, FileResult
@@ -162,7 +162,7 @@ def batch(
     try:
         if pairs:
             enhancer = Enhancer.from_pretrained(model, options, revision=revision, offline=offline)
-            total = sum(_duration(p) for p, _ in pairs)
+            total = sum(duration_seconds(p) for p, _ in pairs)
             with audio_progress(quiet) as bars:
                 task = bars.add_task("audio", total=total)
                 files_task = bars.add_task("files", total=len(pairs), unit="files")
@@ -187,13 +187,3 @@ def batch(
             if row["status"] == "failed":
                 typer.echo(f"error: {row['error']}", err=True)
         raise typer.Exit(1)
-
-
-def _duration(path: Path) -> float:
-    import soundfile as sf
-
-    try:
-        info = sf.info(str(path))
-        return info.frames / info.samplerate
-    except (sf.LibsndfileError, RuntimeError, ZeroDivisionError):
-        return 0.0

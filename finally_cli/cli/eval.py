@@ -104,7 +104,7 @@ def evaluate(
             names.append(Path(model).name or model)
     if not system_dirs:
         fail("nothing to score: give SYSTEM_DIR..., or --noisy with --model/--baseline", 2)
-    plan = make_plan(system_dirs, reference, manifest, names=_dedupe(names))
+    plan = make_plan(system_dirs, reference, manifest, names=names)
     console = Console(stderr=True)
     for system, keys in plan.missing.items():
         console.print(
@@ -164,21 +164,6 @@ def evaluate(
         write_plots(plots, rows, plan.systems, columns, conditions)
 
 
-def _dedupe(names: list[str]) -> list[str]:
-    out: list[str] = []
-    for name in names:
-        while name in out:
-            name += "'"
-        out.append(name)
-    return out
-
-
-def _seconds(path: Path) -> float:
-    from finally_cli.cli.batch import _duration
-
-    return _duration(path)
-
-
 def _enhance_folder(
     model: str,
     noisy: Path,
@@ -189,6 +174,7 @@ def _enhance_folder(
     device: str,
     quiet: bool,
 ) -> Path:
+    from finally_cli.audio.io import duration_seconds
     from finally_cli.cli.progress import audio_progress
     from finally_cli.inference.enhancer import Enhancer, EnhancerOptions
 
@@ -203,6 +189,6 @@ def _enhance_folder(
             model, EnhancerOptions(device=device), revision=revision, offline=offline
         )
         with audio_progress(quiet) as bars:
-            task = bars.add_task("enhancing", total=sum(_seconds(p) for p, _ in pairs))
+            task = bars.add_task("enhancing", total=sum(duration_seconds(p) for p, _ in pairs))
             enhancer.enhance_files(pairs, progress=lambda s: bars.advance(task, s))
     return out_dir

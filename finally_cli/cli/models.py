@@ -24,7 +24,8 @@ def list_models(as_json: JsonOpt = False) -> None:
     from finally_cli.models.hub import WEIGHTS_NAME, registry_names, resolve_model
 
     rows = []
-    for name in sorted(set(PRESETS) | set(registry_names())):
+    registry = set(registry_names())
+    for name in sorted(set(PRESETS) | registry):
         entry = {
             "name": name,
             "preset": name in PRESETS,
@@ -32,7 +33,7 @@ def list_models(as_json: JsonOpt = False) -> None:
             "weights": False,
             "size_mb": 0.0,
         }
-        if name in registry_names():
+        if name in registry:
             folder = resolve_model(name).folder
             weights = folder / WEIGHTS_NAME
             entry.update(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -88,7 +87,3 @@ def parse_batch_size(value: str) -> int | None:
     if size < 1:
         raise ConfigError(f"--batch-size {value}: expected auto or a positive integer")
     return size
-
-
-def is_tty() -> bool:
-    return sys.stderr.isatty()

@@ -66,7 +66,7 @@ def make_plan(
     names: list[str] | None = None,
 ) -> EvalPlan:
     """Match files by relative path (extension ignored); list what is missing or extra."""
-    names = names or _unique_names(system_dirs)
+    names = unique_names(names or [d.name or str(d) for d in system_dirs])
     files = {name: audio_files(d) for name, d in zip(names, system_dirs)}
     reference = audio_files(reference_dir) if reference_dir is not None else None
     conditions = read_manifest(manifest) if manifest is not None else {}
@@ -91,14 +91,14 @@ def make_plan(
     )
 
 
-def _unique_names(dirs: list[Path]) -> list[str]:
-    names = []
-    for d in dirs:
-        name = d.name or str(d)
-        while name in names:
-            name = f"{name}'"
-        names.append(name)
-    return names
+def unique_names(names: list[str]) -> list[str]:
+    """System names with repeats primed (a, a', a'') so each column stays distinct."""
+    out: list[str] = []
+    for name in names:
+        while name in out:
+            name += "'"
+        out.append(name)
+    return out
 
 
 def load_mono(path: Path) -> tuple[np.ndarray, int]:

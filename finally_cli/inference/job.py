@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -264,7 +263,3 @@ class FileJob:
     @property
     def input_seconds(self) -> float:
         return self.source.frames / self.source.sample_rate
-
-    @property
-    def expected_work_seconds(self) -> float:
-        return math.ceil(self.input_seconds * 1000) / 1000

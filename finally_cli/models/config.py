@@ -240,7 +240,11 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
+def _from_dict(
+    cls: type, data: dict[str, Any], prefix: str, nested: dict[tuple[str, str], type] | None = None
+) -> Any:
+    """Build dataclass `cls` from a sparse dict; `nested` maps (class, field) to sub-classes."""
+    nested = _NESTED if nested is None else nested
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -250,9 +254,9 @@ def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
         raise ConfigError(f"{where}: unknown keys {unknown}; allowed: {sorted(fields)}")
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
-        sub = _NESTED.get((cls.__name__, name))
+        sub = nested.get((cls.__name__, name))
         if sub is not None:
-            kwargs[name] = _from_dict(sub, value, prefix=f"{prefix}{name}.")
+            kwargs[name] = _from_dict(sub, value, prefix=f"{prefix}{name}.", nested=nested)
         elif isinstance(value, list) and name != "arch":
             kwargs[name] = tuple(value)
         else:

@@ -144,7 +144,7 @@ def create_model(config: GeneratorConfig | str, seed: int = 0) -> FinallyGenerat
 def stored_state_dict(model: FinallyGenerator) -> dict[str, torch.Tensor]:
     """The tensors our checkpoint holds: everything but SSL weights that come from elsewhere."""
     state = model.state_dict()
-    if model.config.ssl.enabled and model.config.ssl.weights != "checkpoint":
+    if _ssl_external(model):
         state = {k: v for k, v in state.items() if not k.startswith(SSL_MODEL_PREFIX)}
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 

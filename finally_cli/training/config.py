@@ -129,19 +129,15 @@ class TrainConfig:
 
 
 _SECTIONS = {
-    "data": DataConfig,
-    "degradation": DegradationConfig,
-    "loss": LossConfig,
-    "optim": OptimConfig,
+    ("TrainConfig", "data"): DataConfig,
+    ("TrainConfig", "degradation"): DegradationConfig,
+    ("TrainConfig", "loss"): LossConfig,
+    ("TrainConfig", "optim"): OptimConfig,
 }
 
 
 def from_dict(data: dict[str, Any]) -> TrainConfig:
-    from finally_cli.models import config as model_config
-
-    for name, cls in _SECTIONS.items():
-        model_config._NESTED[("TrainConfig", name)] = cls
-    return _from_dict(TrainConfig, data, prefix="")
+    return _from_dict(TrainConfig, data, prefix="", nested=_SECTIONS)
 
 
 def resolve_config_path(name: str) -> Path:

@@ -133,11 +133,7 @@ class Trainer:
         saved.write_text(json.dumps(self.config.to_dict(), indent=2))
 
     def _modules(self) -> dict[str, torch.nn.Module]:
-        modules = {
-            "generator": self.accelerator.unwrap_model(self.generator)
-            if hasattr(self, "accelerator")
-            else self.generator
-        }
+        modules = {"generator": self.accelerator.unwrap_model(self.generator)}
         if self.discriminator is not None:
             modules["discriminator"] = self.accelerator.unwrap_model(self.discriminator)
         return modules
