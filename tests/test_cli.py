@@ -54,6 +54,34 @@ def test_help_does_not_import_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def _command_paths() -> list[list[str]]:
+    import typer.main
+
+    def walk(command, prefix: list[str]) -> list[list[str]]:  # noqa: ANN001
+        paths = [prefix]
+        for name, sub in getattr(command, "commands", {}).items():
+            paths.extend(walk(sub, [*prefix, name]))
+        return paths
+
+    return walk(typer.main.get_command(app), [])
+
+
+@pytest.mark.parametrize("path", _command_paths(), ids=lambda p: " ".join(p) or "finally")
+def test_every_help_page_renders(path: list[str]) -> None:
+    # Square brackets in help texts are rich markup unless escaped: a bad one crashes --help.
+    result = runner.invoke(app, [*path, "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+def test_help_keeps_literal_brackets() -> None:
+    result = runner.invoke(app, ["train", "--help"], terminal_width=200)
+    assert "data.clean=[/data/speech]" in result.output
+    assert "[default: runs/<config>]" in result.output
+    result = runner.invoke(app, ["enhance", "--help"], terminal_width=200)
+    assert "owner/name[@revision]" in result.output
+
+
 def test_enhance_writes_48k(clip: Path, tiny_dir: Path) -> None:
     out = clip.parent / "out.wav"
     result = invoke("enhance", clip, "-o", out, "--model", tiny_dir, "--device", "cpu")
@@ -63,9 +91,12 @@ def test_enhance_writes_48k(clip: Path, tiny_dir: Path) -> None:
     assert outputs(clip.parent) == ["out.wav"]
 
 
-def test_default_model_without_weights_exits_2(clip: Path) -> None:
-    result = invoke("enhance", clip, "-o", clip.parent / "out.wav")
-    assert_one_line_error(result, "no trained weights yet", code=2)
+def test_model_folder_without_weights_exits_2(clip: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "untrained"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"name": "finally-small"}))
+    result = invoke("enhance", clip, "-o", clip.parent / "out.wav", "--model", folder)
+    assert_one_line_error(result, "no model.safetensors", code=2)
     assert outputs(clip.parent) == []
 
 

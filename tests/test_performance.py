@@ -53,6 +53,20 @@ def test_bench_blocks_reports_costs_and_floor() -> None:
     assert report["rtf"] > blocks["compute_floor_rtf"]
 
 
+def test_bench_times_a_baseline_in_the_same_run() -> None:
+    pytest.importorskip("pyrnnoise")
+    args = ["bench", "--model", "tiny", "--device", "cpu", "--seconds", "3", "--no-flops"]
+    result = runner.invoke(app, [*args, "--baseline", "rnnoise", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["rnnoise_rtf"] > 0
+    assert report["speedup_vs_rnnoise"] == pytest.approx(
+        report["rnnoise_rtf"] / report["rtf"], rel=1e-6
+    )
+    bad = runner.invoke(app, [*args, "--baseline", "deepfilternet"])
+    assert bad.exit_code == 2 and "deepfilternet" in bad.stderr
+
+
 def test_bf16_output_close_to_fp32(small_model) -> None:  # noqa: ANN001
     audio = speechlike(0.6, 16000)[:, 0]
     ref = Enhancer(small_model, EnhancerOptions(device="cpu")).enhance_array(audio, 16000)

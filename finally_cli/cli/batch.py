@@ -87,7 +87,9 @@ def batch(
     ] = ".wav",
     report: Annotated[
         Path | None,
-        typer.Option(help="Per-file report, .csv or .json [default: OUT_DIR/finally-report.csv]."),
+        typer.Option(
+            help="Per-file report, .csv or .json \\[default: OUT_DIR/finally-report.csv]."
+        ),
     ] = None,
     model: ModelOpt = DEFAULT_MODEL,
     revision: RevisionOpt = None,

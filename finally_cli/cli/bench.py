@@ -57,16 +57,28 @@ def bench(
             "bandwidth, and the resulting floor.",
         ),
     ] = False,
+    baseline: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--baseline",
+            help="Also time noisereduce or rnnoise on the same long file in the same run "
+            "(file → file, like the model); repeatable.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """RTF, throughput, peak memory and FLOPs of a model (random weights when none ship)."""
     from finally_cli.inference.bench import bench_model, run_bench
     from finally_cli.inference.enhancer import EnhancerOptions
 
+    from finally_cli.evaluation.baselines import check_baseline
+
     if seconds <= 0:
         from finally_cli.errors import ConfigError
 
         raise ConfigError(f"--seconds {seconds}: must be > 0")
+    for name in baseline or []:
+        check_baseline(name)
     options = EnhancerOptions(
         chunk_seconds=chunk_seconds,
         overlap_seconds=overlap_seconds,
@@ -76,7 +88,7 @@ def bench(
         compile=compile_model,
     )
     generator = bench_model(model, revision, offline)
-    result = run_bench(generator, options, seconds, short_files, flops)
+    result = run_bench(generator, options, seconds, short_files, flops, baseline or [])
     if blocks:
         from finally_cli.inference.profile import hardware_floor
 

@@ -44,7 +44,7 @@ def enhance(
         typer.Option(
             "--output",
             "-o",
-            help="Output file; format from its extension [default: IN_enhanced.wav].",
+            help="Output file; format from its extension \\[default: IN_enhanced.wav].",
         ),
     ] = None,
     model: ModelOpt = DEFAULT_MODEL,

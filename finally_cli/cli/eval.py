@@ -33,7 +33,7 @@ def evaluate(
     metrics: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated: dnsmos, utmos, wvmos, pesq, estoi, sisdr, lsd [default: all]."
+            help="Comma-separated: dnsmos, utmos, wvmos, pesq, estoi, sisdr, lsd \\[default: all]."
         ),
     ] = None,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Per-file CSV.")] = None,
@@ -52,7 +52,7 @@ def evaluate(
     work_dir: Annotated[Path, typer.Option(help="Where enhanced and baseline outputs go.")] = Path(
         "finally-eval"
     ),
-    workers: Annotated[int, typer.Option(help="Scoring processes [default: CPU count].")] = 0,
+    workers: Annotated[int, typer.Option(help="Scoring processes \\[default: CPU count].")] = 0,
     revision: RevisionOpt = None,
     offline: OfflineOpt = False,
     device: DeviceOpt = "auto",

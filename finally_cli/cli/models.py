@@ -139,7 +139,7 @@ def info(
 @app.command()
 @handle_errors
 def download(
-    repo_id: Annotated[str, typer.Argument(help="Hub id owner/name[@revision].")],
+    repo_id: Annotated[str, typer.Argument(help="Hub id owner/name\\[@revision].")],
     revision: RevisionOpt = None,
     with_ssl: Annotated[
         bool,
@@ -171,7 +171,9 @@ def create(
     seed: Annotated[int, typer.Option(help="Random seed of the initial weights.")] = 0,
     ssl_weights: Annotated[
         str | None,
-        typer.Option(help="SSL weights source: hub, random or checkpoint [default: the preset's]."),
+        typer.Option(
+            help="SSL weights source: hub, random or checkpoint \\[default: the preset's]."
+        ),
     ] = None,
     overlay: Annotated[
         list[Path] | None,

@@ -15,7 +15,9 @@ DEFAULT_MODEL = "finally-small"
 ModelOpt = Annotated[
     str,
     typer.Option(
-        "--model", "-m", help="Name in weights/, a model folder, or a Hub id owner/name[@revision]."
+        "--model",
+        "-m",
+        help="Name in weights/, a model folder, or a Hub id owner/name\\[@revision].",
     ),
 ]
 RevisionOpt = Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit).")]
@@ -25,7 +27,7 @@ PrecisionOpt = Annotated[str, typer.Option(help="fp32, bf16 or fp16 (GPU only)."
 BatchSizeOpt = Annotated[str, typer.Option(help="Windows per forward pass: auto or N.")]
 ChunkOpt = Annotated[float, typer.Option(help="Window length in seconds.")]
 OverlapOpt = Annotated[float, typer.Option(help="Cross-faded overlap between windows, seconds.")]
-SampleRateOpt = Annotated[int | None, typer.Option(help="Output sample rate [default: 48000].")]
+SampleRateOpt = Annotated[int | None, typer.Option(help="Output sample rate \\[default: 48000].")]
 ChannelsOpt = Annotated[
     str, typer.Option(help="mix: one mono output; each: enhance every channel.")
 ]
@@ -33,7 +35,7 @@ MixOpt = Annotated[float, typer.Option(help="Share of the enhanced signal; 0 = i
 SubtypeOpt = Annotated[
     str | None,
     typer.Option(
-        help="Output sample format, e.g. PCM_16, PCM_24, FLOAT [default: from extension]."
+        help="Output sample format, e.g. PCM_16, PCM_24, FLOAT \\[default: from extension]."
     ),
 ]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]

@@ -30,7 +30,7 @@ def probe_features(
     per_group: Annotated[int, typer.Option(help="Generated clips per group.")] = 10,
     segment_seconds: Annotated[float, typer.Option(help="Segment length.")] = 0.5,
     noise: Annotated[
-        Path | None, typer.Option(help="Folder of noise clips [default: synthetic].")
+        Path | None, typer.Option(help="Folder of noise clips \\[default: synthetic].")
     ] = None,
     snr_min: Annotated[float, typer.Option(help="Lowest SNR of the SNR rule, dB.")] = 10.0,
     snr_max: Annotated[float, typer.Option(help="Highest SNR of the SNR rule, dB.")] = 20.0,

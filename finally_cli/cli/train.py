@@ -19,7 +19,7 @@ ConfigOpt = Annotated[
 ]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override, e.g. data.clean=[/data/speech] (repeatable)."),
+    typer.Option("--set", help="Override, e.g. data.clean=\\[/data/speech] (repeatable)."),
 ]
 
 
@@ -30,7 +30,7 @@ def train(
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     run_dir: Annotated[
-        Path | None, typer.Option(help="Run folder [default: runs/<config>].")
+        Path | None, typer.Option(help="Run folder \\[default: runs/<config>].")
     ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the newest checkpoint in --run-dir.")
@@ -96,7 +96,7 @@ def prepare_val(
         "validation"
     ),
     count: Annotated[int, typer.Option(help="Number of pairs.")] = 64,
-    seed: Annotated[int | None, typer.Option(help="Seed [default: the config's].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed \\[default: the config's].")] = None,
 ) -> None:
     """Write a fixed validation set (noisy/clean 48 kHz pairs + manifest.csv) from a seed."""
     from finally_cli.training.config import load_config
@@ -154,7 +154,7 @@ def ssl_stats(
     max_files: Annotated[int, typer.Option(help="Use at most this many files (0 = all).")] = 0,
     revision: RevisionOpt = None,
     offline: OfflineOpt = False,
-    device: Annotated[str, typer.Option(help="cpu, cuda[:N] or auto.")] = "auto",
+    device: Annotated[str, typer.Option(help="cpu, cuda\\[:N] or auto.")] = "auto",
     quiet: QuietOpt = False,
 ) -> None:
     """Per-channel mean/std of clean speech at the conv encoder and every transformer layer."""

@@ -78,8 +78,12 @@ def run_bench(
     seconds: float,
     short_files: int = 0,
     flops: bool = True,
+    baselines: list[str] | tuple[str, ...] = (),
 ) -> dict:
     """Time `seconds` of audio through Enhancer (file → file); optionally as many short files.
+
+    `baselines` (noisereduce, rnnoise) are timed on the same long file in the same run, also
+    file → file (read, process, write), so `speedup_vs_<name>` is a same-machine ratio.
 
     Returns a dict with RTF, throughput, peak memory and FLOPs per audio second.
     """
@@ -122,6 +126,10 @@ def run_bench(
         )
         if enhancer.device.type == "cuda":
             result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(enhancer.device) / 2**20
+        for name in baselines:
+            taken = _time_baseline(name, long_in, folder / f"{name}_out.wav")
+            result[f"{name}_rtf"] = taken / seconds
+            result[f"speedup_vs_{name}"] = taken / elapsed
         long_in.unlink()
         if short_files:
             short_dir = folder / "short"
@@ -151,6 +159,19 @@ def run_bench(
         result["flops_per_audio_second"] = window_flops / window_seconds
         result["achieved_tflops"] = (window_flops / window_seconds) * seconds / elapsed / 1e12
     return result
+
+
+def _time_baseline(name: str, source: Path, target: Path) -> float:
+    """Seconds a baseline takes file → file on `source` (after a 1 s warm-up call)."""
+    from finally_cli.evaluation.baselines import RUNNERS
+    from finally_cli.evaluation.runner import load_mono
+
+    RUNNERS[name](np.zeros(BENCH_RATE, dtype=np.float32), BENCH_RATE)
+    start = time.perf_counter()
+    audio, rate = load_mono(source)
+    result, out_rate = RUNNERS[name](audio, rate)
+    sf.write(str(target), result, out_rate, subtype="PCM_16")
+    return time.perf_counter() - start
 
 
 def _device_name(device) -> str:  # noqa: ANN001

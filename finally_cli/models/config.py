@@ -293,8 +293,28 @@ def _large() -> GeneratorConfig:
 
 
 def _small() -> GeneratorConfig:
-    # HiFi++ widths (official code), no SSL branch, plus a light ×3 upsampling WaveUNet.
-    return GeneratorConfig(name="finally-small")
+    # The shipped CPU model: the FINALLY block chain without the SSL branch, every block
+    # cut to the widths that fit RTF ≤ 0.02 on 2 CPU cores (docs/performance.md).
+    return GeneratorConfig(
+        name="finally-small",
+        spectral_unet=SpectralUNetConfig(
+            block_widths=(4, 8, 12, 16), block_depth=1, out_channels=32
+        ),
+        upsampler=UpsamplerConfig(
+            initial_channels=64, resblock_kernel_sizes=(3,), resblock_dilations=(1, 3)
+        ),
+        wave_unet=UNetConfig(block_widths=(8, 16, 24, 32), block_depth=1),
+        spectral_mask=UNetConfig(block_widths=(4, 8, 16), block_depth=1),
+        upsample_wave_unet=UpsampleWaveUNetConfig(
+            block_widths=(4, 8, 16, 32), block_depth=1, features=8
+        ),
+    )
+
+
+def _hifipp() -> GeneratorConfig:
+    # HiFi++ widths (official code), no SSL branch, plus a light ×3 upsampling WaveUNet:
+    # the pre-1.0 finally-small, kept for GPU training and comparisons.
+    return GeneratorConfig(name="hifipp")
 
 
 def _tiny() -> GeneratorConfig:
@@ -314,7 +334,12 @@ def _tiny() -> GeneratorConfig:
     )
 
 
-PRESETS = {"finally-large": _large, "finally-small": _small, "tiny": _tiny}
+PRESETS = {
+    "finally-large": _large,
+    "finally-small": _small,
+    "hifipp": _hifipp,
+    "tiny": _tiny,
+}
 
 
 def preset(name: str) -> GeneratorConfig:
