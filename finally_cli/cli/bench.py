@@ -68,10 +68,9 @@ def bench(
     as_json: JsonOpt = False,
 ) -> None:
     """RTF, throughput, peak memory and FLOPs of a model (random weights when none ship)."""
+    from finally_cli.evaluation.baselines import check_baseline
     from finally_cli.inference.bench import bench_model, run_bench
     from finally_cli.inference.enhancer import EnhancerOptions
-
-    from finally_cli.evaluation.baselines import check_baseline
 
     if seconds <= 0:
         from finally_cli.errors import ConfigError
