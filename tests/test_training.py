@@ -111,6 +111,25 @@ def test_gradients_stay_on_their_side() -> None:
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in generator.parameters())
 
 
+def test_fallback_lmos_sees_phase() -> None:
+    # Same magnitudes, opposite sign: a magnitude-only loss would call these equal.
+    from finally_cli.training.losses import MultiResolutionSTFTLoss
+
+    loss = MultiResolutionSTFTLoss(16000)
+    clean = torch.from_numpy(speechlike(1.0, 16000)[:, 0]).view(1, 1, -1)
+    assert float(loss(clean, clean)) == pytest.approx(0.0, abs=1e-6)
+    assert float(loss(-clean, clean)) > 1.5
+
+
+def test_unknown_init_is_refused() -> None:
+    from finally_cli.errors import ConfigError
+    from finally_cli.training.config import from_dict
+
+    with pytest.raises(ConfigError, match="init="):
+        from_dict({"init": "zeros"})
+    assert from_dict({"init": "identity"}).init == "identity"
+
+
 def test_lmos_is_zero_for_identical_and_positive_otherwise() -> None:
     from finally_cli.models.hub import create_model
 

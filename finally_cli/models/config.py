@@ -170,12 +170,17 @@ class UNetConfig:
 
 @dataclass(frozen=True)
 class UpsampleWaveUNetConfig:
-    """WaveUNet whose decoder ends in a ×3 transposed conv: 16 kHz → 48 kHz."""
+    """WaveUNet whose decoder ends in a ×3 transposed conv: 16 kHz → 48 kHz.
+
+    `residual`: add a fixed band-limited ×3 interpolation of feature channel 0 to the output,
+    so the network learns only the correction and the new upper band (finally-small).
+    """
 
     enabled: bool = True
     block_widths: tuple[int, ...] = (16, 16, 32, 64)
     block_depth: int = 2
     features: int = 64
+    residual: bool = False
 
     def __post_init__(self) -> None:
         _check_widths("upsample_wave_unet.block_widths", self.block_widths)
@@ -306,7 +311,7 @@ def _small() -> GeneratorConfig:
         wave_unet=UNetConfig(block_widths=(8, 16, 24, 32), block_depth=1),
         spectral_mask=UNetConfig(block_widths=(4, 8, 16), block_depth=1),
         upsample_wave_unet=UpsampleWaveUNetConfig(
-            block_widths=(4, 8, 16, 32), block_depth=1, features=8
+            block_widths=(4, 8, 16, 32), block_depth=1, features=8, residual=True
         ),
     )
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from finally_cli.models.config import GeneratorConfig
 from finally_cli.models.hifi_upsampler import HiFiUpsampler, ResBlock1
@@ -27,6 +30,17 @@ class Fusion(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.project(self.block(features))
+
+
+@torch.no_grad()
+def zero_conv(conv: nn.Module) -> None:
+    """Zero a (weight-normed) conv's output: gain 0 and bias 0, direction kept for gradients."""
+    if parametrize.is_parametrized(conv, "weight"):
+        conv.parametrizations.weight.original0.zero_()
+    else:
+        conv.weight.zero_()
+    if conv.bias is not None:
+        conv.bias.zero_()
 
 
 class FinallyGenerator(nn.Module):
@@ -71,7 +85,7 @@ class FinallyGenerator(nn.Module):
         uw = config.upsample_wave_unet
         if uw.enabled:
             self.upsample_wave_unet = UpsampleWaveUNet(
-                channels, uw.block_widths, uw.block_depth, uw.features
+                channels, uw.block_widths, uw.block_depth, uw.features, residual=uw.residual
             )
         else:
             self.conv_post = wn(nn.Conv1d(channels, 1, 7, padding=3))
@@ -104,6 +118,37 @@ class FinallyGenerator(nn.Module):
             "conv_post",
         ]
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    @torch.no_grad()
+    def identity_init_(self) -> FinallyGenerator:
+        """Start training from output ≈ input: a residual path carries the waveform through.
+
+        Feature channel 0 becomes the input waveform (WaveUNet's 1×1 entry conv), the U-Nets'
+        last convs start at zero (their weight-norm gains are zeroed, so gradients still
+        flow), SpectralMaskNet starts with a unit mask and no side skip, and the output conv
+        (16 kHz stages) reads channel 0. With a residual Upsample WaveUNet the 48 kHz output
+        starts as the band-limited interpolation of that channel. Everything else keeps its
+        random init, so the other channels and the mel path still learn.
+        """
+        wave = self.wave_unet
+        weight = wave.conv_pre.weight.clone()
+        weight[0] = 0.0
+        weight[0, -1] = 1.0  # channel 0 ← the waveform
+        wave.conv_pre.weight = weight
+        wave.conv_pre.bias[0] = 0.0
+        zero_conv(wave.unet.conv_out)
+        mask = self.spectral_mask
+        zero_conv(mask.unet.conv_out)
+        mask.unet.conv_out.bias.fill_(math.log(math.e - 1.0))  # softplus → a unit mask
+        zero_conv(mask.skip)
+        if self.conv_post is not None:
+            weight = torch.zeros_like(self.conv_post.weight)
+            weight[0, 0, weight.shape[-1] // 2] = 1.0
+            self.conv_post.weight = weight
+            self.conv_post.bias.zero_()
+        if self.upsample_wave_unet is not None and self.upsample_wave_unet.residual:
+            zero_conv(self.upsample_wave_unet.upsample)
+        return self
 
     def remove_weight_norm(self) -> None:
         """Fold weight norm into plain weights (inference); the frozen SSL model is untouched."""

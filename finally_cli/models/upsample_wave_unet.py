@@ -18,6 +18,7 @@ class UpsampleWaveUNet(nn.Module):
         block_depth: residual convs per block.
         features: channels fed to the final ×3 transposed conv.
         factor: temporal upsampling factor (3 for 16 → 48 kHz).
+        residual: add a fixed windowed-sinc interpolation of channel 0 to the output.
     """
 
     def __init__(
@@ -27,12 +28,45 @@ class UpsampleWaveUNet(nn.Module):
         block_depth: int,
         features: int,
         factor: int = 3,
+        residual: bool = False,
     ) -> None:
         super().__init__()
+        self.factor = factor
         self.unet = MultiScaleUNet(1, channels, features, tuple(block_widths), block_depth, 4, 5)
         # kernel == stride: every input step writes its own `factor` output samples.
         self.upsample = wn(nn.ConvTranspose1d(features, 1, factor, stride=factor))
+        self.residual = residual
+        if residual:
+            self.register_buffer("interpolator", sinc_interpolator(factor), persistent=False)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         hidden_states = F.leaky_relu(self.unet(features), LRELU_SLOPE)
-        return torch.tanh(self.upsample(hidden_states))
+        output = self.upsample(hidden_states)
+        if self.residual:
+            output = output + self.interpolate(features[:, :1])
+        return torch.tanh(output)
+
+    def interpolate(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Zero-phase band-limited ×factor interpolation: [b, 1, n] → [b, 1, factor·n]."""
+        half = (self.interpolator.shape[-1] - 1) // 2
+        return F.conv_transpose1d(
+            waveform,
+            self.interpolator.to(waveform.dtype),
+            stride=self.factor,
+            padding=half,
+            output_padding=self.factor - 1,
+        )
+
+
+def sinc_interpolator(factor: int, zeros: int = 12, cutoff: float = 0.95) -> torch.Tensor:
+    """Kaiser-windowed sinc taps [1, 1, 2·zeros·factor + 1] for ×factor interpolation.
+
+    The pass band ends at `cutoff` × the input Nyquist; the centre tap is `cutoff`, so a
+    constant input comes out at (nearly) the same constant.
+    """
+    half = zeros * factor
+    n = torch.arange(-half, half + 1, dtype=torch.float64)
+    taps = cutoff * torch.sinc(cutoff * n / factor)
+    taps = taps * torch.kaiser_window(2 * half + 1, periodic=False, beta=8.0, dtype=torch.float64)
+    taps = taps * factor / taps.sum()  # unit DC gain after zero insertion
+    return taps.float().view(1, 1, -1)

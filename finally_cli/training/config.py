@@ -85,12 +85,15 @@ class TrainConfig:
         model: preset name or model folder defining the architecture.
         overlays: generator-config YAML overlays (e.g. SSL normalisation ablations).
         init_from: model folder or run folder of the previous stage (weights to start from).
+        init: how a fresh generator (no init_from) starts: "random", or "identity" (output ≈
+            input through a residual path; `FinallyGenerator.identity_init_`).
     """
 
     stage: int = 1
     model: str = "finally-small"
     overlays: tuple[str, ...] = ()
     init_from: str | None = None
+    init: str = "random"
     steps: int = 100_000
     batch_size: int = 32
     grad_accum: int = 1
@@ -112,6 +115,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.stage not in (1, 2, 3):
             raise ConfigError(f"stage={self.stage}: expected 1, 2 or 3")
+        if self.init not in ("random", "identity"):
+            raise ConfigError(f"init={self.init!r}: expected 'random' or 'identity'")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision={self.precision!r}: expected one of {PRECISIONS}")
         for name in ("steps", "batch_size", "grad_accum", "log_every", "checkpoint_every"):

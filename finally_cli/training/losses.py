@@ -39,9 +39,9 @@ class Decimate(nn.Module):
         return F.conv1d(padded, self.kernel.to(waveform.dtype), stride=self.factor)
 
 
-def stft_magnitude(waveform: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+def stft_complex(waveform: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
     window = torch.hann_window(n_fft, device=waveform.device)
-    spec = torch.stft(
+    return torch.stft(
         waveform.float().reshape(-1, waveform.shape[-1]),
         n_fft,
         hop,
@@ -49,7 +49,10 @@ def stft_magnitude(waveform: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor
         window=window,
         return_complex=True,
     )
-    return spec.abs()
+
+
+def stft_magnitude(waveform: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+    return stft_complex(waveform, n_fft, hop).abs()
 
 
 class LMOSLoss(nn.Module):
@@ -104,7 +107,8 @@ class LMOSLoss(nn.Module):
 
 
 class MultiResolutionSTFTLoss(nn.Module):
-    """Spectral convergence + log-magnitude L1 over three resolutions, plus log-mel L1.
+    """Spectral convergence (magnitude and complex) + log-magnitude L1 over three resolutions,
+    plus log-mel L1.
 
     The fallback for the WavLM feature term when no WavLM weights are available.
 
@@ -138,11 +142,16 @@ class MultiResolutionSTFTLoss(nn.Module):
     def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         total = estimate.new_zeros(())
         for n_fft, hop in self.resolutions:
-            est = stft_magnitude(estimate, n_fft, hop)
-            tgt = stft_magnitude(target, n_fft, hop)
-            convergence = torch.linalg.norm(tgt - est) / torch.linalg.norm(tgt).clamp_min(1e-7)
+            est_c = stft_complex(estimate, n_fft, hop)
+            tgt_c = stft_complex(target, n_fft, hop)
+            est, tgt = est_c.abs(), tgt_c.abs()
+            reference = torch.linalg.norm(tgt).clamp_min(1e-7)
+            convergence = torch.linalg.norm(tgt - est) / reference
+            # WavLM's conv features, which this loss stands in for, see the waveform and so
+            # the phase; magnitude terms alone let a generator drift in phase freely.
+            phase_aware = torch.linalg.norm(tgt_c - est_c) / reference
             log_mag = F.l1_loss(torch.log(est.clamp_min(1e-5)), torch.log(tgt.clamp_min(1e-5)))
-            total = total + convergence + log_mag
+            total = total + convergence + phase_aware + log_mag
         hop = self.mel_fft // 4
         est_mel = torch.matmul(self.mel_bank, stft_magnitude(estimate, self.mel_fft, hop))
         tgt_mel = torch.matmul(self.mel_bank, stft_magnitude(target, self.mel_fft, hop))

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from finally_cli.errors import CheckpointError, ConfigError
 from finally_cli.models.config import GeneratorConfig, apply_overlay
-from finally_cli.models.generator import FinallyGenerator
+from finally_cli.models.generator import FinallyGenerator, zero_conv
 from finally_cli.models.hub import create_model, load_ssl_weights, read_config, resolve_model
 from finally_cli.training.checkpoint import checkpoints
 from finally_cli.training.config import TrainConfig
@@ -63,6 +63,9 @@ def build_generator(config: TrainConfig) -> FinallyGenerator:
     gen_config, weights = generator_config(config)
     model = create_model(gen_config, seed=config.seed)
     load_ssl_weights(model)
+    if weights is None and config.init == "identity":
+        model.identity_init_()
+        log.info("identity init: the generator starts with output ≈ input")
     if weights is not None:
         own = model.state_dict()
         usable = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
@@ -71,6 +74,11 @@ def build_generator(config: TrainConfig) -> FinallyGenerator:
         model.load_state_dict(usable, strict=False)
         if new:
             log.info("initialised %d tensors fresh (new in this stage), e.g. %s", len(new), new[0])
+        up = model.upsample_wave_unet
+        if up is not None and up.residual and any(k.startswith("upsample_wave_unet.") for k in new):
+            # A residual block added in this stage starts as the plain interpolation of the
+            # previous stage's output instead of adding noise to it.
+            zero_conv(up.upsample)
         if dropped:
             log.info("dropped %d tensors of the previous stage, e.g. %s", len(dropped), dropped[0])
     return model
