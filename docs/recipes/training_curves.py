@@ -39,6 +39,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="stage run folders, in order")
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder for the PNG")
+    parser.add_argument(
+        "--input-score",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the noisy input's own validation score (e.g. pesq=1.59), drawn dashed",
+    )
     args = parser.parse_args()
 
     fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(10, 3.4), dpi=90)
@@ -61,12 +68,15 @@ def main() -> None:
     loss_ax.set_ylabel("generator loss (5-point mean)")
     loss_ax.set_yscale("log")
     loss_ax.legend()
+    inputs = dict(item.split("=", 1) for item in args.input_score)
     for key, label in [("pesq", "WB-PESQ"), ("dnsmos_ovrl", "DNSMOS OVRL"), ("estoi", "ESTOI")]:
         points = [(row["step"], row[key]) for row in rows if key in row]
         if points:
-            val_ax.plot(*zip(*points), marker="o", label=label)
+            (line,) = val_ax.plot(*zip(*points), marker="o", label=label)
+            if key in inputs:
+                val_ax.axhline(float(inputs[key]), color=line.get_color(), linestyle="--")
     val_ax.set_xlabel("step (all stages)")
-    val_ax.set_title("validation (24 held-out pairs, 12 scored)")
+    val_ax.set_title("validation (dashed: the noisy input)" if inputs else "validation")
     val_ax.legend()
     fig.tight_layout()
     args.output.mkdir(parents=True, exist_ok=True)

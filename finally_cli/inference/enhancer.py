@@ -20,6 +20,7 @@ from finally_cli.models.generator import FinallyGenerator
 
 CHANNEL_MODES = ("mix", "each")
 MIN_EDGE = 2048  # 128 ms of mirrored context at each end of the file
+DEFAULT_OUTPUT_RATE = 48000
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,8 @@ class EnhancerOptions:
         batch_size: windows per forward pass; None picks one for the device.
         device: "auto", "cpu", "cuda[:N]" or "mps".
         precision: "fp32", "bf16" or "fp16".
-        sample_rate: output sample rate; None keeps the model's (48 kHz).
+        sample_rate: output sample rate; None means 48 kHz, the FINALLY output rate (a model
+            that stops at 16 kHz, e.g. a stage-1/2 export, is resampled to it).
         channels: "mix" (one output channel) or "each" (every channel enhanced).
         mix: share of the enhanced signal (1) against the input (0).
         subtype: output sample format (e.g. PCM_16, FLOAT); None follows the extension.
@@ -127,7 +129,7 @@ class Enhancer:
 
     @property
     def out_rate(self) -> int:
-        return self.options.sample_rate or self.model_rate
+        return self.options.sample_rate or DEFAULT_OUTPUT_RATE
 
     @property
     def batch_size(self) -> int:
