@@ -334,6 +334,9 @@ def test_sigint_leaves_no_partial_output(tmp_path: Path) -> None:
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # A shell's background job inherits SIGINT ignored, and Python then never raises
+        # KeyboardInterrupt: give the child the default disposition, as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 60
     while time.time() < deadline and not any(tmp_path.glob(".out.wav.*.part")):
