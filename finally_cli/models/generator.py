@@ -7,11 +7,10 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import parametrize
 
 from finally_cli.models.config import GeneratorConfig
 from finally_cli.models.hifi_upsampler import HiFiUpsampler, ResBlock1
-from finally_cli.models.layers import remove_weight_norm, wn
+from finally_cli.models.layers import remove_weight_norm, wn, zero_conv
 from finally_cli.models.mel import HOP, LogMel
 from finally_cli.models.spectral_mask import SpectralMaskNet
 from finally_cli.models.spectral_unet import SpectralUNet
@@ -30,17 +29,6 @@ class Fusion(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.project(self.block(features))
-
-
-@torch.no_grad()
-def zero_conv(conv: nn.Module) -> None:
-    """Zero a (weight-normed) conv's output: gain 0 and bias 0, direction kept for gradients."""
-    if parametrize.is_parametrized(conv, "weight"):
-        conv.parametrizations.weight.original0.zero_()
-    else:
-        conv.weight.zero_()
-    if conv.bias is not None:
-        conv.bias.zero_()
 
 
 class FinallyGenerator(nn.Module):

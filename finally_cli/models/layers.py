@@ -23,6 +23,33 @@ def remove_weight_norm(module: nn.Module) -> None:
             parametrize.remove_parametrizations(sub, "weight", leave_parametrized=True)
 
 
+@torch.no_grad()
+def zero_conv(conv: nn.Module) -> None:
+    """Zero a (weight-normed) conv's output: gain 0 and bias 0, direction kept for gradients."""
+    if parametrize.is_parametrized(conv, "weight"):
+        conv.parametrizations.weight.original0.zero_()
+    else:
+        conv.weight.zero_()
+    if conv.bias is not None:
+        conv.bias.zero_()
+
+
+def kaiser_sinc_lowpass(
+    factor: int, taps_per_phase: int, cutoff: float, beta: float
+) -> torch.Tensor:
+    """Kaiser-windowed sinc low-pass at `cutoff` × (Nyquist / factor), unit DC gain.
+
+    2·taps_per_phase·factor + 1 taps, float32: the anti-alias filter of a ÷factor decimation,
+    or, scaled by `factor`, the interpolation filter of a ×factor zero-insertion upsampling.
+    """
+    half = taps_per_phase * factor
+    n = torch.arange(-half, half + 1, dtype=torch.float64)
+    band = cutoff / factor
+    kernel = band * torch.sinc(band * n)
+    kernel = kernel * torch.kaiser_window(2 * half + 1, periodic=False, beta=beta, dtype=n.dtype)
+    return (kernel / kernel.sum()).float()
+
+
 def conv_nd(dims: int) -> type[nn.Module]:
     return nn.Conv1d if dims == 1 else nn.Conv2d
 

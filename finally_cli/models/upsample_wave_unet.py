@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from finally_cli.models.layers import LRELU_SLOPE, MultiScaleUNet, wn
+from finally_cli.models.layers import LRELU_SLOPE, MultiScaleUNet, kaiser_sinc_lowpass, wn
 
 
 class UpsampleWaveUNet(nn.Module):
@@ -59,14 +59,9 @@ class UpsampleWaveUNet(nn.Module):
 
 
 def sinc_interpolator(factor: int, zeros: int = 12, cutoff: float = 0.95) -> torch.Tensor:
-    """Kaiser-windowed sinc taps [1, 1, 2·zeros·factor + 1] for ×factor interpolation.
+    """Taps [1, 1, 2·zeros·factor + 1] for ×factor interpolation after zero insertion.
 
-    The pass band ends at `cutoff` × the input Nyquist; the centre tap is `cutoff`, so a
-    constant input comes out at (nearly) the same constant.
+    The pass band ends at `cutoff` × the input Nyquist; the gain of `factor` restores the
+    level zero insertion divides away, so a constant comes out at the same constant.
     """
-    half = zeros * factor
-    n = torch.arange(-half, half + 1, dtype=torch.float64)
-    taps = cutoff * torch.sinc(cutoff * n / factor)
-    taps = taps * torch.kaiser_window(2 * half + 1, periodic=False, beta=8.0, dtype=torch.float64)
-    taps = taps * factor / taps.sum()  # unit DC gain after zero insertion
-    return taps.float().view(1, 1, -1)
+    return (kaiser_sinc_lowpass(factor, zeros, cutoff, beta=8.0) * factor).view(1, 1, -1)

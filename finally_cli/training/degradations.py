@@ -15,6 +15,14 @@ from finally_cli.errors import ConfigError
 RATE = 48000
 
 
+# libsndfile container, subtype and the lowest compression level drawn (1 = smallest file).
+CODECS = {
+    "mp3": ("MP3", "MPEG_LAYER_III", 0.5),
+    "ogg": ("OGG", "VORBIS", 0.6),
+    "opus": ("OGG", "OPUS", 0.6),
+}
+
+
 @dataclass(frozen=True)
 class DegradationConfig:
     """Probabilities and ranges (the public re-implementation's values where it has them)."""
@@ -49,7 +57,7 @@ class DegradationConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"degradation.{name}={value}: must be within [0, 1]")
-        unknown = set(self.codecs) - {"mp3", "ogg", "opus"}
+        unknown = set(self.codecs) - set(CODECS)
         if unknown:
             raise ConfigError(f"degradation.codecs: unknown {sorted(unknown)}")
 
@@ -130,33 +138,9 @@ def codec(audio: np.ndarray, name: str, rng: np.random.Generator) -> np.ndarray:
     buffer = io.BytesIO()
     peak = max(1e-9, float(np.max(np.abs(audio))))
     scaled = (audio / peak * 0.9).astype(np.float32)
-    if name == "mp3":
-        sf.write(
-            buffer,
-            scaled,
-            RATE,
-            format="MP3",
-            subtype="MPEG_LAYER_III",
-            compression_level=float(rng.uniform(0.5, 1.0)),
-        )
-    elif name == "ogg":
-        sf.write(
-            buffer,
-            scaled,
-            RATE,
-            format="OGG",
-            subtype="VORBIS",
-            compression_level=float(rng.uniform(0.6, 1.0)),
-        )
-    else:
-        sf.write(
-            buffer,
-            scaled,
-            RATE,
-            format="OGG",
-            subtype="OPUS",
-            compression_level=float(rng.uniform(0.6, 1.0)),
-        )
+    container, subtype, lowest = CODECS[name]
+    level = float(rng.uniform(lowest, 1.0))
+    sf.write(buffer, scaled, RATE, format=container, subtype=subtype, compression_level=level)
     buffer.seek(0)
     decoded, rate = sf.read(buffer, dtype="float64")
     if rate != RATE:

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from finally_cli.models.layers import kaiser_sinc_lowpass
 
 log = logging.getLogger(__name__)
 
 
 def lowpass_decimate_kernel(factor: int, taps_per_phase: int = 32) -> torch.Tensor:
     """Kaiser-windowed sinc low-pass at 0.9 × the new Nyquist, for decimation by `factor`."""
-    taps = 2 * taps_per_phase * factor + 1
-    n = np.arange(taps) - (taps - 1) / 2
-    cutoff = 0.9 / factor
-    kernel = cutoff * np.sinc(cutoff * n) * np.kaiser(taps, 10.0)
-    return torch.tensor(kernel / kernel.sum(), dtype=torch.float32)
+    return kaiser_sinc_lowpass(factor, taps_per_phase, cutoff=0.9, beta=10.0)
 
 
 class Decimate(nn.Module):

@@ -13,8 +13,9 @@ from safetensors.torch import load_file
 
 from finally_cli.errors import CheckpointError, ConfigError
 from finally_cli.models.config import GeneratorConfig, apply_overlay
-from finally_cli.models.generator import FinallyGenerator, zero_conv
+from finally_cli.models.generator import FinallyGenerator
 from finally_cli.models.hub import create_model, load_ssl_weights, read_config, resolve_model
+from finally_cli.models.layers import zero_conv
 from finally_cli.training.checkpoint import checkpoints
 from finally_cli.training.config import TrainConfig
 from finally_cli.training.losses import LMOSLoss
