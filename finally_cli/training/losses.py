@@ -138,10 +138,12 @@ class MultiResolutionSTFTLoss(nn.Module):
 
     def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         total = estimate.new_zeros(())
+        magnitudes = {}
         for n_fft, hop in self.resolutions:
             est_c = stft_complex(estimate, n_fft, hop)
             tgt_c = stft_complex(target, n_fft, hop)
             est, tgt = est_c.abs(), tgt_c.abs()
+            magnitudes[n_fft, hop] = est, tgt
             reference = torch.linalg.norm(tgt).clamp_min(1e-7)
             convergence = torch.linalg.norm(tgt - est) / reference
             # WavLM's conv features, which this loss stands in for, see the waveform and so
@@ -149,9 +151,15 @@ class MultiResolutionSTFTLoss(nn.Module):
             phase_aware = torch.linalg.norm(tgt_c - est_c) / reference
             compressed = F.l1_loss(_compress(est), _compress(tgt))
             total = total + convergence + phase_aware + compressed
-        hop = self.mel_fft // 4
-        est_mel = torch.matmul(self.mel_bank, stft_magnitude(estimate, self.mel_fft, hop))
-        tgt_mel = torch.matmul(self.mel_bank, stft_magnitude(target, self.mel_fft, hop))
+        mel_key = (self.mel_fft, self.mel_fft // 4)
+        if mel_key not in magnitudes:  # at 16 kHz the mel STFT is one of the resolutions
+            magnitudes[mel_key] = (
+                stft_magnitude(estimate, *mel_key),
+                stft_magnitude(target, *mel_key),
+            )
+        est_mag, tgt_mag = magnitudes[mel_key]
+        est_mel = torch.matmul(self.mel_bank, est_mag)
+        tgt_mel = torch.matmul(self.mel_bank, tgt_mag)
         mel = F.l1_loss(_compress(est_mel), _compress(tgt_mel))
         return total / len(self.resolutions) + mel
 
