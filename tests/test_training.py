@@ -130,6 +130,17 @@ def test_unknown_init_is_refused() -> None:
     assert from_dict({"init": "identity"}).init == "identity"
 
 
+def test_best_metric_is_checked() -> None:
+    from finally_cli.errors import ConfigError
+    from finally_cli.training.config import from_dict
+
+    with pytest.raises(ConfigError, match="best_metric="):
+        from_dict({"best_metric": "loss"})
+    with pytest.raises(ConfigError, match="validation_dnsmos"):
+        from_dict({"best_metric": "dnsmos_ovrl"})
+    assert from_dict({"best_metric": "dnsmos_ovrl", "validation_dnsmos": True})
+
+
 def test_lmos_is_zero_for_identical_and_positive_otherwise() -> None:
     from finally_cli.models.hub import create_model
 
@@ -209,6 +220,41 @@ def test_three_stages_then_enhance(tmp_path: Path, clean_dir: Path) -> None:
     import soundfile as sf
 
     assert sf.info(str(tmp_path / "out.wav")).samplerate == 48000
+
+
+def test_best_metric_picks_best_and_export_picks_a_step(tmp_path: Path, clean_dir: Path) -> None:
+    from safetensors.torch import load_file
+
+    val = tmp_path / "val"
+    train_cli(
+        "prepare-val", "--config", "tiny/stage1", "--set", f"data.clean=[{clean_dir}]",
+        "-o", str(val), "--count", "2",
+    )  # fmt: skip
+    run = tmp_path / "run"
+    sets = [
+        f"data.clean=[{clean_dir}]", f"data.validation={val}", "steps=3", "checkpoint_every=1",
+        "validate_every=1", "best_metric=estoi", "optim.lr=1e-2",
+    ]  # fmt: skip
+    train_cli(
+        "--config", "tiny/stage1", *sum((["--set", s] for s in sets), []), "--run-dir", str(run)
+    )  # fmt: skip
+    scores = [json.loads(line) for line in (run / "validation.jsonl").read_text().splitlines()]
+    best_step = max(scores, key=lambda r: r["estoi"])["step"]  # first of equal maxima
+    best = load_file(str(run / "best" / "model.safetensors"))
+    train_cli("export", str(run), "--step", str(best_step), "-o", str(tmp_path / "chosen"))
+    chosen = load_file(str(tmp_path / "chosen" / "model.safetensors"))
+    assert best.keys() == chosen.keys()
+    assert all(torch.equal(best[k], chosen[k]) for k in best)
+    assert f"{best_step} steps" in (tmp_path / "chosen" / "README.md").read_text()
+    missing = runner.invoke(
+        app, ["train", "export", str(run), "--step", "9", "-o", str(tmp_path / "x")]
+    )
+    assert missing.exit_code == 2 and "no checkpoint of step 9 (kept: 1, 2, 3)" in missing.stderr
+    assert not (tmp_path / "x").exists()
+    both = runner.invoke(
+        app, ["train", "export", str(run), "--best", "--step", "2", "-o", str(tmp_path / "y")]
+    )
+    assert both.exit_code == 2 and "choose one" in both.stderr
 
 
 def test_resume_refuses_changed_config(tmp_path: Path, clean_dir: Path) -> None:

@@ -122,18 +122,24 @@ def export(
             "--best", help="Export the best validated model instead of the newest checkpoint."
         ),
     ] = False,
+    step: Annotated[
+        int | None,
+        typer.Option("--step", help="Export the kept checkpoint of this step.", min=1),
+    ] = None,
 ) -> None:
-    """Turn a run's newest (or best) generator into a model folder for `--model`."""
+    """Turn a run's newest (best, or chosen) generator into a model folder for `--model`."""
     import shutil
 
     from finally_cli.training.export import export_model
 
+    if best and step is not None:
+        fail("--best and --step: choose one", 2)
     if best:
         if not (run_dir / "best" / "model.safetensors").is_file():
             fail(f"{run_dir}: no best/ model yet (validation has not run)", 1)
         shutil.copytree(run_dir / "best", output, dirs_exist_ok=True)
     else:
-        export_model(run_dir, output)
+        export_model(run_dir, output, checkpoint_step=step)
     typer.echo(str(output))
 
 

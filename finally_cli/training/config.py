@@ -76,6 +76,9 @@ class OptimConfig:
     d_steps: int = 2
 
 
+BEST_METRICS = ("pesq", "estoi", "dnsmos_ovrl")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One training stage.
@@ -87,6 +90,10 @@ class TrainConfig:
         init_from: model folder or run folder of the previous stage (weights to start from).
         init: how a fresh generator (no init_from) starts: "random", or "identity" (output ≈
             input through a residual path; `FinallyGenerator.identity_init_`).
+        best_metric: the validation score (higher is better) whose best checkpoint is
+            exported to `<run>/best`: "pesq", "estoi" or "dnsmos_ovrl" (needs
+            `validation_dnsmos`). The GAN stages trade PESQ for perceptual quality, so they
+            are better judged by DNSMOS.
     """
 
     stage: int = 1
@@ -106,6 +113,7 @@ class TrainConfig:
     validate_every: int = 5000
     validation_files: int = 16
     validation_dnsmos: bool = False
+    best_metric: str = "pesq"
     audio_samples: int = 2
     data: DataConfig = field(default_factory=DataConfig)
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
@@ -117,6 +125,10 @@ class TrainConfig:
             raise ConfigError(f"stage={self.stage}: expected 1, 2 or 3")
         if self.init not in ("random", "identity"):
             raise ConfigError(f"init={self.init!r}: expected 'random' or 'identity'")
+        if self.best_metric not in BEST_METRICS:
+            raise ConfigError(f"best_metric={self.best_metric!r}: expected one of {BEST_METRICS}")
+        if self.best_metric == "dnsmos_ovrl" and not self.validation_dnsmos:
+            raise ConfigError("best_metric=dnsmos_ovrl needs validation_dnsmos=true")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision={self.precision!r}: expected one of {PRECISIONS}")
         for name in ("steps", "batch_size", "grad_accum", "log_every", "checkpoint_every"):

@@ -19,18 +19,28 @@ def export_model(
     generator=None,
     step: int | None = None,  # noqa: ANN001
     extra: dict | None = None,
+    checkpoint_step: int | None = None,
 ) -> Path:
-    """Write config.json + model.safetensors + README.md for the newest checkpoint (or
-    the given in-memory generator)."""
+    """Write config.json + model.safetensors + README.md for the newest checkpoint, the
+    checkpoint of `checkpoint_step`, or the given in-memory generator."""
     run_dir = Path(run_dir)
     if generator is None:
         found = checkpoints(run_dir)
         if not found:
             raise CheckpointError(f"{run_dir}: no checkpoint to export")
+        chosen = found[-1]
+        if checkpoint_step is not None:
+            steps = [int(p.name[5:]) for p in found]
+            if checkpoint_step not in steps:
+                kept = ", ".join(map(str, steps))
+                raise CheckpointError(
+                    f"{run_dir}: no checkpoint of step {checkpoint_step} (kept: {kept})"
+                )
+            chosen = found[steps.index(checkpoint_step)]
         config = GeneratorConfig.from_dict(json.loads((run_dir / "model_config.json").read_text()))
         generator = create_model(config)
-        generator.load_state_dict(load_file(str(found[-1] / "generator.safetensors")), strict=True)
-        step = json.loads((found[-1] / "state.json").read_text())["step"]
+        generator.load_state_dict(load_file(str(chosen / "generator.safetensors")), strict=True)
+        step = json.loads((chosen / "state.json").read_text())["step"]
     train_config = json.loads((run_dir / "config.json").read_text())
     lines = _metrics_tail(run_dir)
     card = (

@@ -322,7 +322,8 @@ class Trainer:
 
     # -- validation ----------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
-        """PESQ/ESTOI (+ DNSMOS) on the fixed validation set; best PESQ is exported to best/."""
+        """PESQ/ESTOI (+ DNSMOS) on the fixed validation set; the best `best_metric` score is
+        exported to best/."""
         from finally_cli.training.validation import run_validation
 
         if not self.accelerator.is_main_process:
@@ -355,7 +356,7 @@ class Trainer:
                 self.writer.add_figure(
                     f"val/spectrogram_{i}", _spectrogram(enhanced, rate), self.step
                 )
-        score = scores.get("pesq", -math.inf)
+        score = scores.get(self.config.best_metric, -math.inf)
         if np.isfinite(score) and score > self.best:
             self.best = score
             from finally_cli.training.export import export_model
