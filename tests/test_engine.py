@@ -161,3 +161,36 @@ def test_cuda_bf16_close_to_fp32(small_model) -> None:  # noqa: ANN001
         audio, 16000
     )
     assert snr_db(ref, fast) > 20
+
+
+def test_cpu_workers_give_the_same_audio_and_restore_threads(small_model, tmp_path) -> None:  # noqa: ANN001
+    import soundfile as sf
+
+    # Two files of several windows each, the last windows short: packed across files, in
+    # flight on two workers, handed back in order.
+    files = []
+    for i, seconds in enumerate((9.7, 5.3)):
+        path = tmp_path / f"in{i}.wav"
+        sf.write(path, speechlike(seconds, 16000, seed=i), 16000)
+        files.append(path)
+    threads = torch.get_num_threads()
+    outputs = {}
+    for workers in (1, 2):
+        options = cpu(chunk_seconds=2.048, overlap_seconds=0.25, workers=workers)
+        enhancer = Enhancer(small_model, options)
+        assert enhancer.workers == workers and enhancer.batch_size == workers
+        pairs = [(f, tmp_path / f"w{workers}_{f.name}") for f in files]
+        results = enhancer.enhance_files(pairs)
+        assert [r.status for r in results] == ["ok", "ok"]
+        assert torch.get_num_threads() == threads
+        outputs[workers] = [sf.read(out)[0] for _, out in pairs]
+    for one, two in zip(outputs[1], outputs[2]):
+        assert one.shape == two.shape
+        assert np.max(np.abs(one - two)) < 1e-4
+
+
+def test_compile_or_gpu_uses_one_worker(small_model) -> None:  # noqa: ANN001
+    assert Enhancer(small_model, cpu(workers=3)).workers == 3
+    assert Enhancer(small_model, cpu(workers=3, compile=True)).workers == 1
+    with pytest.raises(Exception, match="--workers 0"):
+        cpu(workers=0)

@@ -27,6 +27,7 @@ from finally_cli.cli.options import (
     RevisionOpt,
     SampleRateOpt,
     SubtypeOpt,
+    WorkersOpt,
     fail,
     handle_errors,
 )
@@ -97,6 +98,7 @@ def batch(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     batch_size: BatchSizeOpt = "auto",
+    workers: WorkersOpt = "auto",
     chunk_seconds: ChunkOpt = 10.24,
     overlap_seconds: OverlapOpt = 1.0,
     compile_model: CompileOpt = False,
@@ -129,6 +131,7 @@ def batch(
         chunk_seconds=chunk_seconds,
         overlap_seconds=overlap_seconds,
         batch_size=parse_batch_size(batch_size),
+        workers=parse_batch_size(workers, "--workers"),
         device=device,
         precision=precision,
         sample_rate=sample_rate,

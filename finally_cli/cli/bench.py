@@ -19,6 +19,7 @@ from finally_cli.cli.options import (
     OverlapOpt,
     PrecisionOpt,
     RevisionOpt,
+    WorkersOpt,
     handle_errors,
     parse_batch_size,
 )
@@ -32,6 +33,7 @@ def bench(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     batch_size: BatchSizeOpt = "auto",
+    workers: WorkersOpt = "auto",
     chunk_seconds: ChunkOpt = 10.24,
     overlap_seconds: OverlapOpt = 1.0,
     compile_model: CompileOpt = False,
@@ -82,6 +84,7 @@ def bench(
         chunk_seconds=chunk_seconds,
         overlap_seconds=overlap_seconds,
         batch_size=parse_batch_size(batch_size),
+        workers=parse_batch_size(workers, "--workers"),
         device=device,
         precision=precision,
         compile=compile_model,

@@ -24,6 +24,7 @@ from finally_cli.cli.options import (
     RevisionOpt,
     SampleRateOpt,
     SubtypeOpt,
+    WorkersOpt,
     handle_errors,
     parse_batch_size,
 )
@@ -53,6 +54,7 @@ def enhance(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     batch_size: BatchSizeOpt = "auto",
+    workers: WorkersOpt = "auto",
     chunk_seconds: ChunkOpt = 10.24,
     overlap_seconds: OverlapOpt = 1.0,
     compile_model: CompileOpt = False,
@@ -73,6 +75,7 @@ def enhance(
         chunk_seconds=chunk_seconds,
         overlap_seconds=overlap_seconds,
         batch_size=parse_batch_size(batch_size),
+        workers=parse_batch_size(workers, "--workers"),
         device=device,
         precision=precision,
         sample_rate=sample_rate,

@@ -25,6 +25,12 @@ OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use only the local 
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 PrecisionOpt = Annotated[str, typer.Option(help="fp32, bf16 or fp16 (GPU only).")]
 BatchSizeOpt = Annotated[str, typer.Option(help="Windows per forward pass: auto or N.")]
+WorkersOpt = Annotated[
+    str,
+    typer.Option(
+        help="CPU: windows enhanced at once, one core each: auto (torch's thread count) or N."
+    ),
+]
 ChunkOpt = Annotated[float, typer.Option(help="Window length in seconds.")]
 OverlapOpt = Annotated[float, typer.Option(help="Cross-faded overlap between windows, seconds.")]
 SampleRateOpt = Annotated[int | None, typer.Option(help="Output sample rate \\[default: 48000].")]
@@ -77,7 +83,8 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def parse_batch_size(value: str) -> int | None:
+def parse_batch_size(value: str, option: str = "--batch-size") -> int | None:
+    """`auto` → None, else a positive integer (ConfigError naming `option` otherwise)."""
     from finally_cli.errors import ConfigError
 
     if value == "auto":
@@ -85,7 +92,7 @@ def parse_batch_size(value: str) -> int | None:
     try:
         size = int(value)
     except ValueError:
-        raise ConfigError(f"--batch-size {value!r}: expected auto or a positive integer") from None
+        raise ConfigError(f"{option} {value!r}: expected auto or a positive integer") from None
     if size < 1:
-        raise ConfigError(f"--batch-size {value}: expected auto or a positive integer")
+        raise ConfigError(f"{option} {value}: expected auto or a positive integer")
     return size

@@ -98,6 +98,7 @@ def run_bench(
         "precision": options.precision,
         "threads": torch.get_num_threads(),
         "batch_size": enhancer.batch_size,
+        "workers": enhancer.workers,
         "chunk_seconds": enhancer.chunk / 16000,
         "overlap_seconds": enhancer.overlap / 16000,
         "audio_seconds": seconds,
