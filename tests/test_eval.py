@@ -186,3 +186,31 @@ def test_unknown_metric_and_baseline() -> None:
     assert result.exit_code == 2 and "unknown ['mosnet']" in result.stderr
     result = runner.invoke(app, ["eval", "--noisy", ".", "--baseline", "demucs"])
     assert result.exit_code == 2 and "--baseline 'demucs'" in result.stderr
+
+
+def test_eval_rescores_when_the_model_changes(tmp_path: Path) -> None:
+    # Same folder, new weights (a retrained model): the work dir's old outputs must not be
+    # scored again; the same weights reuse them (an interrupted eval resumes).
+    from finally_cli.models.hub import create_model, save_model
+
+    clean, noisy, _ = make_sets(tmp_path)
+    model = tmp_path / "model"
+    args = [
+        "eval", "--noisy", str(noisy), "--reference", str(clean), "--model", str(model),
+        "--metrics", "sisdr", "--work-dir", str(tmp_path / "work"), "--device", "cpu",
+        "--workers", "1", "--json", str(tmp_path / "r.json"),
+    ]  # fmt: skip
+    enhanced = tmp_path / "work" / "enhanced" / "s0.wav"
+
+    def run(seed: int) -> tuple[float, float]:
+        save_model(create_model("tiny", seed=seed), model)
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        doc = json.loads((tmp_path / "r.json").read_text())
+        return doc["summary"]["model"]["sisdr"]["mean"], enhanced.stat().st_mtime_ns
+
+    first, made = run(seed=0)
+    again, remade = run(seed=0)
+    assert (again, remade) == (first, made)  # reused
+    other, _ = run(seed=1)
+    assert other != first  # re-enhanced with the new weights

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -177,18 +179,33 @@ def _enhance_folder(
     from finally_cli.audio.io import duration_seconds
     from finally_cli.cli.progress import audio_progress
     from finally_cli.inference.enhancer import Enhancer, EnhancerOptions
+    from finally_cli.models.hub import fingerprint, load_model
 
     out_dir = work_dir / "enhanced"
+    generator = load_model(model, revision=revision, offline=offline)
+    # Outputs already in the work dir are reused only if the same weights made them: an
+    # interrupted eval resumes, while a retrained model never gets scored on stale audio.
+    stamp = {"model": model, "fingerprint": fingerprint(generator)}
+    stamp_file = out_dir / ".model.json"
+    if out_dir.is_dir() and _read_json(stamp_file) != stamp:
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp_file.write_text(json.dumps(stamp), encoding="utf-8")
     pairs = [
         (path, out_dir / f"{key}.wav")
         for key, path in files.items()
         if not (out_dir / f"{key}.wav").exists()
     ]
     if pairs:
-        enhancer = Enhancer.from_pretrained(
-            model, EnhancerOptions(device=device), revision=revision, offline=offline
-        )
+        enhancer = Enhancer(generator, EnhancerOptions(device=device))
         with audio_progress(quiet) as bars:
             task = bars.add_task("enhancing", total=sum(duration_seconds(p) for p, _ in pairs))
             enhancer.enhance_files(pairs, progress=lambda s: bars.advance(task, s))
     return out_dir
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

@@ -246,6 +246,20 @@ def load_ssl_weights(model: FinallyGenerator, offline: bool = False) -> None:
         raise CheckpointError(f"SSL weights {where} do not match ssl.arch: {err}") from err
 
 
+def fingerprint(model: FinallyGenerator) -> str:
+    """SHA-256 of a generator's config and weights: the same for the same model, whatever
+    folder or name it was loaded from."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
 def load_model(
     spec: str,
     revision: str | None = None,
