@@ -61,7 +61,7 @@ def main() -> None:
             loss_ax.plot(steps, smooth(losses), label=f"stage {stage}")
         validated = read_jsonl(run / "validation.jsonl")
         for entry in validated:
-            rows.append({"stage": stage, "step": offset + entry["step"], **entry})
+            rows.append({**entry, "stage": stage, "step": offset + entry["step"]})
         offset += max([entry["step"] for entry in logged] + [0])
         loss_ax.axvline(offset, color="grey", linewidth=0.5)
     loss_ax.set_xlabel("step (all stages)")
@@ -69,12 +69,23 @@ def main() -> None:
     loss_ax.set_yscale("log")
     loss_ax.legend()
     inputs = dict(item.split("=", 1) for item in args.input_score)
+    # One line per metric and stage: stages may validate on different sets (the recipe's
+    # stage 2 uses pairs of its own degradation mix), so their points are not joined.
+    markers = "os^"
     for key, label in [("pesq", "WB-PESQ"), ("dnsmos_ovrl", "DNSMOS OVRL"), ("estoi", "ESTOI")]:
-        points = [(row["step"], row[key]) for row in rows if key in row]
-        if points:
-            (line,) = val_ax.plot(*zip(*points), marker="o", label=label)
-            if key in inputs:
-                val_ax.axhline(float(inputs[key]), color=line.get_color(), linestyle="--")
+        color = None
+        for i, stage in enumerate(sorted({row["stage"] for row in rows})):
+            points = [(r["step"], r[key]) for r in rows if key in r and r["stage"] == stage]
+            if points:
+                (line,) = val_ax.plot(
+                    *zip(*points),
+                    marker=markers[i % 3],
+                    color=color,
+                    label=label if color is None else None,
+                )
+                color = line.get_color()
+        if key in inputs and color is not None:
+            val_ax.axhline(float(inputs[key]), color=color, linestyle="--")
     val_ax.set_xlabel("step (all stages)")
     val_ax.set_title("validation (dashed: the noisy input)" if inputs else "validation")
     val_ax.legend()
