@@ -47,7 +47,9 @@ class EnhancerOptions:
         workers: CPU only — windows run concurrently on this many threads with one core
             each (one forward per core scales better than one forward over all cores: the
             small convolutions of finally-small gain nothing from a second intra-op thread);
-            None uses torch's thread count. 1 = one window at a time on all threads.
+            None uses torch's thread count. 1 = one window at a time on all threads. While a
+            run uses several workers, torch's (process-wide) intra-op thread count is 1; it is
+            restored when the run ends.
     """
 
     chunk_seconds: float = 10.24
