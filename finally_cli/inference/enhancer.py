@@ -98,6 +98,8 @@ class FileResult:
 
 
 ProgressFn = Callable[[float], None]
+WindowItem = tuple[FileJob, int, int]  # (job, window index, track)
+HandBackFn = Callable[[WindowItem, np.ndarray], None]
 ResultFn = Callable[[FileResult], None]
 
 
@@ -289,7 +291,21 @@ class Enhancer:
             open_jobs.remove(job)
             report(result_of(job))
 
-        def items() -> Iterator[tuple[FileJob, int, int]]:
+        def hand_back(item: WindowItem, output: np.ndarray) -> None:
+            """Give one window's output to its job; finish or abandon the job as it ends."""
+            job, window, track = item
+            if job.failed:
+                return
+            try:
+                done = job.consume(window, track, output[: job.plan.lengths[window] * job.factor])
+                if progress is not None and done:
+                    progress(done)
+                if job.adder.done and window == job.plan.count - 1 and track == job.tracks - 1:
+                    finish(job)
+            except FinallyError as err:
+                abandon(job, err)
+
+        def items() -> Iterator[WindowItem]:
             for source, make_sink in jobs:
                 if isinstance(source, FileResult):
                     report(source)
@@ -318,7 +334,7 @@ class Enhancer:
 
         try:
             if self.device.type == "cpu":
-                self._run_pipelined(items(), progress, finish, abandon)
+                self._run_pipelined(items(), hand_back)
             else:
                 stream = items()
                 exhausted = False
@@ -332,7 +348,7 @@ class Enhancer:
                         if not item[0].failed:
                             batch.append(item)
                     if batch:
-                        self._run_batch(batch, progress, finish, abandon)
+                        self._run_batch(batch, hand_back)
         finally:
             for job in open_jobs:
                 if not job.finished:
@@ -340,72 +356,40 @@ class Enhancer:
             shutil.rmtree(workdir, ignore_errors=True)
         return results
 
-    def _run_pipelined(
-        self,
-        stream: Iterator[tuple[FileJob, int, int]],
-        progress: ProgressFn | None,
-        finish: Callable[[FileJob], None],
-        abandon: Callable[[FileJob, FinallyError], None],
-    ) -> None:
+    def _run_pipelined(self, stream: Iterator[WindowItem], hand_back: HandBackFn) -> None:
         """CPU: windows run on the workers, each at its own length (no padding); outputs are
         handed back in order while the next windows run. One window more than the workers
         (or `batch_size`) is kept in flight so no worker waits on the main thread's I/O."""
+
+        def run_one(audio: np.ndarray) -> np.ndarray:
+            return self.run_windows(audio[None])[0]
+
         if self.workers == 1:
             for item in stream:
                 if not item[0].failed:
-                    output = self.run_windows(self._read(item)[None])[0]
-                    self._hand_back(item, output, progress, finish, abandon)
+                    hand_back(item, run_one(self._read(item)))
             return
         in_flight: collections.deque = collections.deque()
         with self._cpu_workers() as pool:
             for item in stream:
-                if item[0].failed:
-                    continue
-                audio = self._read(item)
-                in_flight.append((item, pool.submit(lambda a: self.run_windows(a[None])[0], audio)))
+                if not item[0].failed:
+                    in_flight.append((item, pool.submit(run_one, self._read(item))))
                 if len(in_flight) > max(self.batch_size, self.workers):
                     done, future = in_flight.popleft()
-                    self._hand_back(done, future.result(), progress, finish, abandon)
+                    hand_back(done, future.result())
             while in_flight:
                 done, future = in_flight.popleft()
-                self._hand_back(done, future.result(), progress, finish, abandon)
+                hand_back(done, future.result())
 
     @staticmethod
-    def _read(item: tuple[FileJob, int, int]) -> np.ndarray:
+    def _read(item: WindowItem) -> np.ndarray:
         job, window, track = item
         return job.read_window(window, track, job.plan.lengths[window])
 
-    def _run_batch(
-        self,
-        batch: list[tuple[FileJob, int, int]],
-        progress: ProgressFn | None,
-        finish: Callable[[FileJob], None],
-        abandon: Callable[[FileJob, FinallyError], None],
-    ) -> None:
+    def _run_batch(self, batch: list[WindowItem], hand_back: HandBackFn) -> None:
         """Run one padded batch of (job, window, track) items and hand each output back."""
         length = max(job.plan.lengths[window] for job, window, _ in batch)
         windows = [job.read_window(window, track, length) for job, window, track in batch]
         outputs = self.run_windows(np.stack(windows))
         for item, output in zip(batch, outputs):
-            self._hand_back(item, output, progress, finish, abandon)
-
-    def _hand_back(
-        self,
-        item: tuple[FileJob, int, int],
-        output: np.ndarray,
-        progress: ProgressFn | None,
-        finish: Callable[[FileJob], None],
-        abandon: Callable[[FileJob, FinallyError], None],
-    ) -> None:
-        """Give one window's output to its job; finish or abandon the job as it comes out."""
-        job, window, track = item
-        if job.failed:
-            return
-        try:
-            done = job.consume(window, track, output[: job.plan.lengths[window] * job.factor])
-            if progress is not None and done:
-                progress(done)
-            if job.adder.done and window == job.plan.count - 1 and track == job.tracks - 1:
-                finish(job)
-        except FinallyError as err:
-            abandon(job, err)
+            hand_back(item, output)
