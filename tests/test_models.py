@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -90,7 +92,7 @@ def test_config_round_trip_and_unknown_keys() -> None:
 # the architecture or its initialisation changed (old checkpoints would no longer load the same).
 GOLDEN = {
     "tiny": [-0.497012, -0.188162, -0.542378, -0.49664, -0.186841, -0.541469],
-    "finally-small": [-0.792326, -0.773588, -0.758436, -0.787085, -0.778373, -0.766997],
+    "finally-small": [-0.788907, -0.772877, -0.741516, -0.746402, -0.714525, -0.699292],
     "hifipp": [0.487259, 0.617228, 0.457888, 0.485784, 0.580374, 0.477683],
 }
 
@@ -143,6 +145,33 @@ def test_identity_init_keeps_gradients_for_the_zeroed_convs() -> None:
         model.upsample_wave_unet.upsample,
     ):
         assert conv.parametrizations.weight.original0.grad.abs().sum() > 0
+
+
+def test_stage3_starts_from_the_stage2_output(tmp_path: Path) -> None:
+    """A residual stage 3 keeps stage 2's output head: its first output is stage 2's, at 48 kHz."""
+    from finally_cli.models.hub import save_model
+    from finally_cli.training.config import load_config
+    from finally_cli.training.model_setup import build_generator
+
+    stage2 = create_model(_stage("finally-small", False), seed=5).eval()
+    save_model(stage2, tmp_path / "s2")
+    stage3 = build_generator(
+        load_config("finally-small/stage3", [f"init_from={tmp_path / 's2'}"])
+    ).eval()
+    t = torch.arange(16384) / 16000
+    speechy = 0.3 * torch.sin(2 * torch.pi * 220 * t) * torch.sin(2 * torch.pi * 3 * t)
+    with torch.no_grad():
+        out16 = stage2(speechy.view(1, 1, -1))[0, 0]
+        out48 = stage3(speechy.view(1, 1, -1))[0, 0]
+    assert out48.numel() == 3 * out16.numel()
+
+    def below_6k(x: torch.Tensor, rate: int) -> torch.Tensor:
+        spectrum = torch.fft.rfft(x.double())
+        spectrum[torch.fft.rfftfreq(x.numel(), 1 / rate) > 6000] = 0
+        return torch.fft.irfft(spectrum, x.numel())[:: rate // 16000][1600:-1600]
+
+    want, got = below_6k(out16, 16000), below_6k(out48, 48000)
+    assert 10 * torch.log10(want.square().sum() / (got - want).square().sum()) > 30
 
 
 def test_residual_upsampler_is_config_driven() -> None:

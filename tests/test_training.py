@@ -139,6 +139,42 @@ def test_best_metric_is_checked() -> None:
     with pytest.raises(ConfigError, match="validation_dnsmos"):
         from_dict({"best_metric": "dnsmos_ovrl"})
     assert from_dict({"best_metric": "dnsmos_ovrl", "validation_dnsmos": True})
+    with pytest.raises(ConfigError, match="needs stage 3"):
+        from_dict({"best_metric": "lsd", "stage": 2})
+    assert from_dict({"best_metric": "lsd", "stage": 3})
+
+
+def test_bandwidth_filter_drops_upsampled_recordings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import soxr
+
+    from finally_cli.errors import ConfigError
+    from finally_cli.training import data
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    wide = speechlike(2.0, 44100)[:, 0] + 1e-3 * rng.standard_normal(88200)
+    narrow = soxr.resample(
+        speechlike(2.0, 16000)[:, 0] + 1e-3 * rng.standard_normal(32000), 16000, 44100
+    )
+    folder = tmp_path / "clean"
+    folder.mkdir()
+    write(folder / "wide.wav", wide.astype(np.float32), 44100)
+    write(folder / "narrow.wav", narrow.astype(np.float32), 44100)
+    assert data.bandwidth_hz(wide, 44100) > 20000
+    assert 7000 < data.bandwidth_hz(narrow, 44100) < 8500
+    clips = data.index_folders([str(folder)], "clean")
+    assert [c.path.name for c in data.keep_wideband(clips, 16000)] == ["wide.wav"]
+    assert data.bandwidth_cache().is_file()
+
+    def unreadable(*_: object) -> float:
+        raise AssertionError("measured again although cached")
+
+    monkeypatch.setattr(data, "bandwidth_hz", unreadable)
+    assert len(data.keep_wideband(clips, 4000)) == 2  # from the cache
+    with pytest.raises(ConfigError, match="min_bandwidth_hz=30000: none of the 2"):
+        data.keep_wideband(clips, 30000)
 
 
 def test_lmos_is_zero_for_identical_and_positive_otherwise() -> None:
@@ -195,9 +231,13 @@ def test_three_stages_then_enhance(tmp_path: Path, clean_dir: Path) -> None:
         *sum((["--set", s] for s in common), []),
         "--set",
         f"init_from={runs / 's2'}",
+        *("--set", f"data.validation={val}", "--set", "validate_every=3"),
+        *("--set", "best_metric=lsd"),
         "--run-dir",
         str(runs / "s3"),
     )
+    scores = json.loads((runs / "s3" / "validation.jsonl").read_text().splitlines()[0])
+    assert scores["lsd"] > 0 and (runs / "s3" / "best" / "model.safetensors").is_file()
     losses = [json.loads(line) for line in (runs / "s3" / "metrics.jsonl").read_text().splitlines()]
     assert {"loss_g", "loss_d", "gan", "fm", "wavlm", "stft_l1"} <= set(losses[-1])
     assert (runs / "s3" / "tensorboard").is_dir()

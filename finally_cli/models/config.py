@@ -172,8 +172,9 @@ class UNetConfig:
 class UpsampleWaveUNetConfig:
     """WaveUNet whose decoder ends in a ×3 transposed conv: 16 kHz → 48 kHz.
 
-    `residual`: add a fixed band-limited ×3 interpolation of feature channel 0 to the output,
-    so the network learns only the correction and the new upper band (finally-small).
+    `residual`: keep the 16 kHz output head (`conv_post`) and add a fixed band-limited ×3
+    interpolation of its output, so stage 3 starts from stage 2's in-band output and the network
+    learns only the correction and the new upper band (finally-small).
     """
 
     enabled: bool = True

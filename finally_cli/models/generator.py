@@ -75,7 +75,9 @@ class FinallyGenerator(nn.Module):
             self.upsample_wave_unet = UpsampleWaveUNet(
                 channels, uw.block_widths, uw.block_depth, uw.features, residual=uw.residual
             )
-        else:
+        if not uw.enabled or uw.residual:
+            # The 16 kHz output head; a residual Upsample WaveUNet interpolates its output, so
+            # stage 3 starts from exactly what stage 2 produced in band.
             self.conv_post = wn(nn.Conv1d(channels, 1, 7, padding=3))
 
     @property
@@ -114,8 +116,8 @@ class FinallyGenerator(nn.Module):
         Feature channel 0 becomes the input waveform (WaveUNet's 1×1 entry conv), the U-Nets'
         last convs start at zero (their weight-norm gains are zeroed, so gradients still
         flow), SpectralMaskNet starts with a unit mask and no side skip, and the output conv
-        (16 kHz stages) reads channel 0. With a residual Upsample WaveUNet the 48 kHz output
-        starts as the band-limited interpolation of that channel. Everything else keeps its
+        reads channel 0. With a residual Upsample WaveUNet the 48 kHz output starts as the
+        band-limited interpolation of that head's output. Everything else keeps its
         random init, so the other channels and the mel path still learn.
         """
         wave = self.wave_unet
@@ -160,7 +162,8 @@ class FinallyGenerator(nn.Module):
         hidden_states = self.wave_unet(hidden_states, waveform)
         hidden_states = self.spectral_mask(hidden_states)
         if self.upsample_wave_unet is not None:
-            output = self.upsample_wave_unet(hidden_states)  # [batch, 1, 3 · samples]
+            base = None if self.conv_post is None else self.conv_post(hidden_states)
+            output = self.upsample_wave_unet(hidden_states, base)  # [batch, 1, 3 · samples]
         else:
             output = torch.tanh(self.conv_post(hidden_states))
         return output[..., : samples * self.factor]

@@ -18,7 +18,8 @@ class UpsampleWaveUNet(nn.Module):
         block_depth: residual convs per block.
         features: channels fed to the final ×3 transposed conv.
         factor: temporal upsampling factor (3 for 16 → 48 kHz).
-        residual: add a fixed windowed-sinc interpolation of channel 0 to the output.
+        residual: add a fixed windowed-sinc interpolation of a 16 kHz waveform to the output
+            (the `base` passed to forward, else feature channel 0).
     """
 
     def __init__(
@@ -39,11 +40,12 @@ class UpsampleWaveUNet(nn.Module):
         if residual:
             self.register_buffer("interpolator", sinc_interpolator(factor), persistent=False)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
+        """features [batch, channels, n]; base [batch, 1, n]: the residual's 16 kHz input."""
         hidden_states = F.leaky_relu(self.unet(features), LRELU_SLOPE)
         output = self.upsample(hidden_states)
         if self.residual:
-            output = output + self.interpolate(features[:, :1])
+            output = output + self.interpolate(features[:, :1] if base is None else base)
         return torch.tanh(output)
 
     def interpolate(self, waveform: torch.Tensor) -> torch.Tensor:

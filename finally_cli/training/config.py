@@ -24,6 +24,9 @@ class DataConfig:
         validation: a folder written by `finally train prepare-val`.
         segment_seconds: training segment length (rounded up to the model's length multiple).
         silence_db: segments whose clean active level is below this are skipped.
+        min_bandwidth_hz: clean files whose measured bandwidth is below this are left out
+            (0: keep all). Stage 3 learns the band above 8 kHz from its references, so a
+            16 kHz recording resampled to 44.1 kHz would teach it to leave that band empty.
     """
 
     clean: tuple[str, ...] = ()
@@ -35,6 +38,7 @@ class DataConfig:
     num_workers: int = 2
     silence_db: float = -50.0
     max_noise_seconds: float = 60.0
+    min_bandwidth_hz: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,8 @@ class OptimConfig:
     d_steps: int = 2
 
 
-BEST_METRICS = ("pesq", "estoi", "dnsmos_ovrl")
+BEST_METRICS = ("pesq", "estoi", "dnsmos_ovrl", "lsd")
+LOWER_IS_BETTER = ("lsd",)
 
 
 @dataclass(frozen=True)
@@ -90,10 +95,10 @@ class TrainConfig:
         init_from: model folder or run folder of the previous stage (weights to start from).
         init: how a fresh generator (no init_from) starts: "random", or "identity" (output ≈
             input through a residual path; `FinallyGenerator.identity_init_`).
-        best_metric: the validation score (higher is better) whose best checkpoint is
-            exported to `<run>/best`: "pesq", "estoi" or "dnsmos_ovrl" (needs
-            `validation_dnsmos`). The GAN stages trade PESQ for perceptual quality, so they
-            are better judged by DNSMOS.
+        best_metric: the validation score whose best checkpoint is exported to `<run>/best`:
+            "pesq", "estoi", "dnsmos_ovrl" (needs `validation_dnsmos`) or "lsd" (48 kHz
+            log-spectral distance, lower is better; stage 3). The GAN stages trade PESQ for
+            perceptual quality, so they are better judged by DNSMOS.
     """
 
     stage: int = 1
@@ -129,6 +134,8 @@ class TrainConfig:
             raise ConfigError(f"best_metric={self.best_metric!r}: expected one of {BEST_METRICS}")
         if self.best_metric == "dnsmos_ovrl" and not self.validation_dnsmos:
             raise ConfigError("best_metric=dnsmos_ovrl needs validation_dnsmos=true")
+        if self.best_metric == "lsd" and self.stage != 3:
+            raise ConfigError("best_metric=lsd needs stage 3 (48 kHz output)")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision={self.precision!r}: expected one of {PRECISIONS}")
         for name in ("steps", "batch_size", "grad_accum", "log_every", "checkpoint_every"):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +46,75 @@ def index_folders(folders: tuple[str, ...] | list[str], what: str) -> list[Clip]
             if info.frames > 0:
                 clips.append(Clip(path, int(info.frames), int(info.samplerate)))
     return clips
+
+
+def bandwidth_hz(audio: np.ndarray, rate: int, floor_db: float = 50.0) -> float:
+    """Highest frequency whose smoothed long-term level is within `floor_db` of the speech band's.
+
+    The speech-band reference is the 90th percentile of the 200 Hz - 4 kHz levels; 0 for
+    silent or very short audio. A 16 kHz recording resampled to 44.1 kHz measures about 8 kHz.
+    """
+    from scipy import signal
+
+    if audio.size < 4096 or not np.any(audio):
+        return 0.0
+    freqs, power = signal.welch(audio, rate, nperseg=2048)
+    level = np.pad(10 * np.log10(power + 1e-20), 4, mode="edge")  # no zeros (0 dB) at the ends
+    level = np.convolve(level, np.ones(9) / 9, mode="valid")
+    speech = (freqs > 200) & (freqs < 4000)
+    reference = np.percentile(level[speech], 90)
+    above = np.nonzero(level > reference - floor_db)[0]
+    return float(freqs[above[-1]]) if above.size else 0.0
+
+
+def bandwidth_cache() -> Path:
+    """Where measured bandwidths are kept between runs ($XDG_CACHE_HOME/finally-cli)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "finally-cli" / "bandwidth.json"
+
+
+def keep_wideband(clips: list[Clip], min_hz: float, seconds: float = 20.0) -> list[Clip]:
+    """The clips whose measured bandwidth (first `seconds`) reaches `min_hz`.
+
+    Measurements are cached by path, size and modification time, so only new or changed
+    files are read again by the next run.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def key(clip: Clip) -> str:
+        stat = clip.path.stat()
+        return f"{clip.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{seconds:g}"
+
+    def measure(clip: Clip) -> float:
+        frames = min(clip.frames, int(seconds * clip.sample_rate))
+        return bandwidth_hz(read_mono(clip, 0, frames), clip.sample_rate)
+
+    cache_file = bandwidth_cache()
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    keys = [key(clip) for clip in clips]
+    todo = [clip for clip, k in zip(clips, keys) if k not in cache]
+    if todo:
+        log.info("measuring the bandwidth of %d clean files", len(todo))
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            widths = list(pool.map(measure, todo))
+        cache.update({key(clip): width for clip, width in zip(todo, widths)})
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            partial = cache_file.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(json.dumps(cache))
+            partial.replace(cache_file)
+        except OSError as err:
+            log.warning("bandwidth cache not written (%s): %s", cache_file, err)
+    kept = [clip for clip, k in zip(clips, keys) if cache[k] >= min_hz]
+    log.info("data.min_bandwidth_hz=%g: kept %d of %d clean files", min_hz, len(kept), len(clips))
+    if not kept:
+        raise ConfigError(
+            f"data.min_bandwidth_hz={min_hz:g}: none of the {len(clips)} clean files reaches it"
+        )
+    return kept
 
 
 def read_mono(clip: Clip, start: int = 0, frames: int = -1) -> np.ndarray:
@@ -181,8 +252,11 @@ def pair_dataset(
         data.max_noise_seconds,
     )
     samples16 = int(np.ceil(data.segment_seconds * 16000 / multiple) * multiple)
+    clean = index_folders(data.clean, "clean")
+    if data.min_bandwidth_hz > 0 and clean:
+        clean = keep_wideband(clean, data.min_bandwidth_hz)
     return PairDataset(
-        index_folders(data.clean, "clean"),
+        clean,
         degrader,
         samples16,
         factor,

@@ -15,7 +15,7 @@ import torch
 from finally_cli.errors import ConfigError
 from finally_cli.models.discriminators import MultiScaleSTFTDiscriminator
 from finally_cli.training import checkpoint as ckpt
-from finally_cli.training.config import TrainConfig, diff
+from finally_cli.training.config import LOWER_IS_BETTER, TrainConfig, diff
 from finally_cli.training.data import pair_dataset
 from finally_cli.training.losses import (
     PesqLoss,
@@ -357,6 +357,8 @@ class Trainer:
                     f"val/spectrogram_{i}", _spectrogram(enhanced, rate), self.step
                 )
         score = scores.get(self.config.best_metric, -math.inf)
+        if self.config.best_metric in LOWER_IS_BETTER:
+            score = -score
         if np.isfinite(score) and score > self.best:
             self.best = score
             from finally_cli.training.export import export_model

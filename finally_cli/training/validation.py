@@ -51,7 +51,8 @@ def run_validation(
     device: torch.device,
     samples: int,
 ) -> tuple[dict[str, float], list]:
-    """Mean PESQ / ESTOI (/ DNSMOS OVRL) of the generator on the first `limit` pairs."""
+    """Mean PESQ / ESTOI (/ DNSMOS OVRL) at 16 kHz and the 48 kHz log-spectral distance
+    (`lsd`, the upper band included) of the enhancer's output on the first `limit` pairs."""
     import soxr
 
     from finally_cli.evaluation import metrics as m
@@ -62,7 +63,7 @@ def run_validation(
     was_training = generator.training
     generator.eval()
     enhancer = Enhancer(generator, EnhancerOptions(device=str(device)))
-    pesq, estoi, ovrl, kept = [], [], [], []
+    pesq, estoi, ovrl, lsd, kept = [], [], [], [], []
     try:
         for name in names:
             noisy, rate = sf.read(str(folder / "noisy" / name), dtype="float32")
@@ -74,6 +75,9 @@ def run_validation(
             ref16 = ref16[: est16.size]
             pesq.append(m.pesq_wb(ref16, est16))
             estoi.append(m.estoi(ref16, est16))
+            if out_rate == 48000 and rate == 48000:
+                n = min(clean.size, enhanced.size)
+                lsd.append(m.lsd(clean[:n], enhanced[:n]))
             if dnsmos:
                 ovrl.append(m.dnsmos(np.clip(est16, -1, 1))["dnsmos_ovrl"])
             if len(kept) < samples:
@@ -83,4 +87,6 @@ def run_validation(
     scores = {"pesq": float(np.nanmean(pesq)), "estoi": float(np.nanmean(estoi))}
     if ovrl:
         scores["dnsmos_ovrl"] = float(np.mean(ovrl))
+    if lsd:
+        scores["lsd"] = float(np.mean(lsd))
     return scores, kept
