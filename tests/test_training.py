@@ -139,6 +139,15 @@ def test_best_metric_is_checked() -> None:
     with pytest.raises(ConfigError, match="validation_dnsmos"):
         from_dict({"best_metric": "dnsmos_ovrl"})
     assert from_dict({"best_metric": "dnsmos_ovrl", "validation_dnsmos": True})
+    from finally_cli.training.model_setup import build_generator
+
+    with pytest.raises(ConfigError, match="freeze: no generator block 'decoder'"):
+        build_generator(from_dict({"model": "tiny", "freeze": ["decoder"]}))
+    with pytest.raises(ConfigError, match="nothing to train"):
+        build_generator(
+            from_dict({"model": "tiny", "freeze": ["spectral_unet", "upsampler", "wave_unet",
+                                                   "spectral_mask", "fusion", "conv_post"]})
+        )  # fmt: skip
     with pytest.raises(ConfigError, match="needs stage 3"):
         from_dict({"best_metric": "lsd", "stage": 2})
     assert from_dict({"best_metric": "lsd", "stage": 3})
@@ -232,7 +241,7 @@ def test_three_stages_then_enhance(tmp_path: Path, clean_dir: Path) -> None:
         "--set",
         f"init_from={runs / 's2'}",
         *("--set", f"data.validation={val}", "--set", "validate_every=3"),
-        *("--set", "best_metric=lsd"),
+        *("--set", "best_metric=lsd", "--set", "freeze=[spectral_unet,upsampler]"),
         "--run-dir",
         str(runs / "s3"),
     )
@@ -242,6 +251,15 @@ def test_three_stages_then_enhance(tmp_path: Path, clean_dir: Path) -> None:
     assert {"loss_g", "loss_d", "gan", "fm", "wavlm", "stft_l1"} <= set(losses[-1])
     assert (runs / "s3" / "tensorboard").is_dir()
     train_cli("export", str(runs / "s3"), "-o", str(tmp_path / "model"))
+    train_cli("export", str(runs / "s2"), "-o", str(tmp_path / "model-s2"))
+    from safetensors.torch import load_file
+
+    before = load_file(str(tmp_path / "model-s2" / "model.safetensors"))
+    after = load_file(str(tmp_path / "model" / "model.safetensors"))
+    frozen = [k for k in before if k.startswith(("spectral_unet.", "upsampler."))]
+    trained = [k for k in before if k.startswith("wave_unet.")]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert not all(torch.equal(before[k], after[k]) for k in trained)
     src = write(tmp_path / "in.wav", speechlike(1.2, 22050), 22050)
     result = runner.invoke(
         app,

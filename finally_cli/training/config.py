@@ -95,6 +95,10 @@ class TrainConfig:
         init_from: model folder or run folder of the previous stage (weights to start from).
         init: how a fresh generator (no init_from) starts: "random", or "identity" (output ≈
             input through a residual path; `FinallyGenerator.identity_init_`).
+        freeze: generator blocks (`FinallyGenerator.blocks()` names: spectral_unet, upsampler,
+            wave_unet, spectral_mask, conv_post, …) whose loaded weights are not trained — e.g.
+            a stage 3 that learns only the upper band (`upsample_wave_unet`) and keeps stage 2's
+            in-band output as it is.
         best_metric: the validation score whose best checkpoint is exported to `<run>/best`:
             "pesq", "estoi", "dnsmos_ovrl" (needs `validation_dnsmos`) or "lsd" (48 kHz
             log-spectral distance, lower is better; stage 3). The GAN stages trade PESQ for
@@ -106,6 +110,7 @@ class TrainConfig:
     overlays: tuple[str, ...] = ()
     init_from: str | None = None
     init: str = "random"
+    freeze: tuple[str, ...] = ()
     steps: int = 100_000
     batch_size: int = 32
     grad_accum: int = 1

@@ -82,6 +82,19 @@ def build_generator(config: TrainConfig) -> FinallyGenerator:
             zero_conv(up.upsample)
         if dropped:
             log.info("dropped %d tensors of the previous stage, e.g. %s", len(dropped), dropped[0])
+    blocks = model.blocks()
+    unknown = [name for name in config.freeze if name not in blocks]
+    if unknown:
+        raise ConfigError(
+            f"freeze: no generator block {', '.join(map(repr, unknown))} "
+            f"(blocks: {', '.join(blocks)})"
+        )
+    for name in config.freeze:
+        blocks[name].requires_grad_(False)
+    if config.freeze:
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ConfigError("freeze: every generator block is frozen, nothing to train")
+        log.info("frozen: %s", ", ".join(config.freeze))
     return model
 
 
