@@ -74,3 +74,40 @@ def test_mp3_24k_is_aligned_and_low_rate() -> None:
     y, kbps = conditions.mp3_24k(x * 0.1)
     assert y.shape == x.shape and abs(find_lag(x, y, 3000)) <= 1
     assert 20 <= kbps <= 28
+
+
+def test_training_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
+    """Every `finally train` line of the shipped recipe (FULL=1) loads as a stage config."""
+    import os
+    import subprocess
+    import sys
+
+    from finally_cli.training.config import load_config
+
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls.jsonl"
+    bin_dir.mkdir()
+    stub = bin_dir / "finally"
+    stub.write_text(
+        f"#!{sys.executable}\nimport json, sys\n"
+        f"open({str(calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+    )
+    stub.chmod(0o755)
+    work = tmp_path / "work"
+    for folder in ("offline", "val"):  # the recipe skips the data steps when these exist
+        (work / folder).mkdir(parents=True)
+    recipe = Path(__file__).parent.parent / "docs" / "recipes" / "finally-small-cpu.sh"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FULL": "1"}
+    subprocess.run(["bash", str(recipe), str(work)], check=True, env=env, timeout=60)
+    runs = [json.loads(line) for line in calls.read_text().splitlines()]
+    stages = []
+    for argv in runs:
+        if argv[:2] == ["train", "export"]:
+            continue
+        name = argv[argv.index("--config") + 1]
+        sets = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--set"]
+        config = load_config(name, sets)  # raises on an unknown or invalid key
+        if argv[0] == "train" and "--run-dir" in argv:
+            stages.append((config.stage, Path(argv[argv.index("--run-dir") + 1]).name))
+    assert stages == [(1, "s1"), (2, "s2"), (3, "s3")]
+    exports = [argv[argv.index("-o") + 1] for argv in runs if argv[:2] == ["train", "export"]]
+    assert exports[-1] == str(work / "finally-small")  # what weights/finally-small holds
