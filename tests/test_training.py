@@ -148,6 +148,8 @@ def test_best_metric_is_checked() -> None:
             from_dict({"model": "tiny", "freeze": ["spectral_unet", "upsampler", "wave_unet",
                                                    "spectral_mask", "fusion", "conv_post"]})
         )  # fmt: skip
+    with pytest.raises(ConfigError, match="min_bandwidth_hz=-1"):
+        from_dict({"data": {"min_bandwidth_hz": -1}})
     with pytest.raises(ConfigError, match="needs stage 3"):
         from_dict({"best_metric": "lsd", "stage": 2})
     assert from_dict({"best_metric": "lsd", "stage": 3})

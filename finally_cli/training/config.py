@@ -40,6 +40,12 @@ class DataConfig:
     max_noise_seconds: float = 60.0
     min_bandwidth_hz: float = 0.0
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_bandwidth_hz <= 24000:
+            raise ConfigError(
+                f"data.min_bandwidth_hz={self.min_bandwidth_hz}: expected 0 (off) to 24000"
+            )
+
 
 @dataclass(frozen=True)
 class LossConfig:
