@@ -87,7 +87,6 @@ class OptimConfig:
 
 
 BEST_METRICS = ("pesq", "estoi", "dnsmos_ovrl", "lsd")
-LOWER_IS_BETTER = ("lsd",)
 
 
 @dataclass(frozen=True)

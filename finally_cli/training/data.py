@@ -95,12 +95,12 @@ def keep_wideband(clips: list[Clip], min_hz: float, seconds: float = 20.0) -> li
     except (OSError, ValueError):
         cache = {}
     keys = [key(clip) for clip in clips]
-    todo = [clip for clip, k in zip(clips, keys) if k not in cache]
+    todo = [(clip, k) for clip, k in zip(clips, keys) if k not in cache]
     if todo:
         log.info("measuring the bandwidth of %d clean files", len(todo))
         with ThreadPoolExecutor(max_workers=4) as pool:
-            widths = list(pool.map(measure, todo))
-        cache.update({key(clip): width for clip, width in zip(todo, widths)})
+            widths = list(pool.map(measure, [clip for clip, _ in todo]))
+        cache.update({k: width for (_, k), width in zip(todo, widths)})
         try:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
             partial = cache_file.with_suffix(f".{os.getpid()}.tmp")

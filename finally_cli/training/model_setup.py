@@ -91,9 +91,9 @@ def build_generator(config: TrainConfig) -> FinallyGenerator:
         )
     for name in config.freeze:
         blocks[name].requires_grad_(False)
+    if config.freeze and not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError("freeze: every generator block is frozen, nothing to train")
     if config.freeze:
-        if not any(p.requires_grad for p in model.parameters()):
-            raise ConfigError("freeze: every generator block is frozen, nothing to train")
         log.info("frozen: %s", ", ".join(config.freeze))
     return model
 

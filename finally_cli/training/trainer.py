@@ -15,7 +15,7 @@ import torch
 from finally_cli.errors import ConfigError
 from finally_cli.models.discriminators import MultiScaleSTFTDiscriminator
 from finally_cli.training import checkpoint as ckpt
-from finally_cli.training.config import LOWER_IS_BETTER, TrainConfig, diff
+from finally_cli.training.config import TrainConfig, diff
 from finally_cli.training.data import pair_dataset
 from finally_cli.training.losses import (
     PesqLoss,
@@ -324,6 +324,7 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """PESQ/ESTOI (+ DNSMOS) on the fixed validation set; the best `best_metric` score is
         exported to best/."""
+        from finally_cli.evaluation.metrics import column_direction
         from finally_cli.training.validation import run_validation
 
         if not self.accelerator.is_main_process:
@@ -357,7 +358,7 @@ class Trainer:
                     f"val/spectrogram_{i}", _spectrogram(enhanced, rate), self.step
                 )
         score = scores.get(self.config.best_metric, -math.inf)
-        if self.config.best_metric in LOWER_IS_BETTER:
+        if not column_direction(self.config.best_metric):  # lower is better (lsd)
             score = -score
         if np.isfinite(score) and score > self.best:
             self.best = score
