@@ -153,3 +153,69 @@ def from_tts(groups: int, per_group: int, segment_seconds: float, seed: int = 0)
                 segments.append(cut(soxr.resample(audio, rate, SAMPLE_RATE), samples))
                 labels.append(g)
     return GroupSet(np.stack(segments), np.array(labels), TTS_PHRASES[:groups])
+
+
+KTUBERLING_SOUNDS = Path("/usr/share/ktuberling/sounds")
+
+
+def recorded_word_takes(root: Path, language: str) -> dict[str, list[Path]]:
+    """Words that `language` has recorded more than once (distinct files), by word.
+
+    ktuberling names each recording after its word, prefixed by the playground it belongs to
+    (`patate_oeil.wav`, `oeil.wav`): the same word recorded again for another playground is a
+    second take by the same speaker. Only languages whose file names are the local words (fr)
+    give valid groups; where files carry English names, one name can stand for two words.
+    """
+    import hashlib
+
+    from finally_cli.evaluation.runner import AUDIO_EXTENSIONS
+
+    folder = root / language
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: no recorded words (apt install ktuberling-data)")
+    takes: dict[str, dict[str, Path]] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in AUDIO_EXTENSIONS:
+            word = path.stem.split("_", 1)[-1]
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            takes.setdefault(word, {}).setdefault(digest, path)
+    return {word: sorted(t.values()) for word, t in sorted(takes.items()) if len(t) >= 2}
+
+
+def from_recorded_words(
+    groups: int,
+    per_group: int,
+    segment_seconds: float,
+    seed: int = 0,
+    root: Path = KTUBERLING_SOUNDS,
+    language: str = "fr",
+    speed_range: float = 0.04,
+) -> GroupSet:
+    """Groups of real recorded words: one word by one speaker, its takes as members.
+
+    A group has 2–3 real takes; each member is a take at a random speed within
+    ±`speed_range` (resampling: tempo and pitch together, as a speaker varies) and a random
+    gain within ±3 dB, so a group of `per_group` mixes real and small synthetic variation.
+    The groups with most takes come first.
+    """
+    import soxr
+
+    from finally_cli.evaluation.runner import load_mono
+
+    words = recorded_word_takes(root, language)
+    if len(words) < 2:
+        raise ConfigError(f"{root / language}: fewer than 2 words with 2 or more takes")
+    chosen = sorted(words, key=lambda w: (-len(words[w]), w))[:groups]
+    rng = np.random.default_rng(seed)
+    samples = int(round(segment_seconds * SAMPLE_RATE))
+    segments, labels = [], []
+    for g, word in enumerate(chosen):
+        takes = [soxr.resample(*load_mono(p), SAMPLE_RATE) for p in words[word]]
+        for i in range(per_group):
+            speed = 1 + rng.uniform(-speed_range, speed_range)
+            # Played `speed` times faster: resampled as if recorded at SAMPLE_RATE * speed.
+            audio = soxr.resample(takes[i % len(takes)], SAMPLE_RATE * speed, SAMPLE_RATE)
+            gain = 10 ** (rng.uniform(-3, 3) / 20)
+            segments.append(cut(audio * gain, samples))
+            labels.append(g)
+    return GroupSet(np.stack(segments), np.array(labels), [f"{language}:{w}" for w in chosen])
