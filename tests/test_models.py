@@ -92,7 +92,7 @@ def test_config_round_trip_and_unknown_keys() -> None:
 # the architecture or its initialisation changed (old checkpoints would no longer load the same).
 GOLDEN = {
     "tiny": [-0.497012, -0.188162, -0.542378, -0.49664, -0.186841, -0.541469],
-    "finally-small": [-0.788907, -0.772877, -0.741516, -0.746402, -0.714525, -0.699292],
+    "finally-small-hifi": [-0.788907, -0.772877, -0.741516, -0.746402, -0.714525, -0.699292],
     "hifipp": [0.487259, 0.617228, 0.457888, 0.485784, 0.580374, 0.477683],
 }
 
@@ -114,7 +114,7 @@ def _stage(name: str, enabled: bool):  # noqa: ANN202
 
 
 def test_identity_init_passes_the_input_through_at_16k() -> None:
-    model = create_model(_stage("finally-small", False), seed=3).identity_init_().eval()
+    model = create_model(_stage("finally-small-hifi", False), seed=3).identity_init_().eval()
     waveform = torch.randn(2, 1, 8192, generator=torch.Generator().manual_seed(0)) * 0.1
     with torch.no_grad():
         out = model(waveform)
@@ -122,7 +122,7 @@ def test_identity_init_passes_the_input_through_at_16k() -> None:
 
 
 def test_identity_init_at_48k_is_the_band_limited_interpolation() -> None:
-    model = create_model(_stage("finally-small", True), seed=3).identity_init_().eval()
+    model = create_model(_stage("finally-small-hifi", True), seed=3).identity_init_().eval()
     t = torch.arange(16384) / 16000
     sine = (0.3 * torch.sin(2 * torch.pi * 1000 * t)).view(1, 1, -1)
     with torch.no_grad():
@@ -136,7 +136,7 @@ def test_identity_init_at_48k_is_the_band_limited_interpolation() -> None:
 
 
 def test_identity_init_keeps_gradients_for_the_zeroed_convs() -> None:
-    model = create_model(_stage("finally-small", True), seed=3).identity_init_()
+    model = create_model(_stage("finally-small-hifi", True), seed=3).identity_init_()
     waveform = torch.randn(1, 1, 8192, generator=torch.Generator().manual_seed(1)) * 0.1
     model(waveform).square().mean().backward()
     for conv in (
@@ -153,7 +153,7 @@ def test_stage3_starts_from_the_stage2_output(tmp_path: Path) -> None:
     from finally_cli.training.config import load_config
     from finally_cli.training.model_setup import build_generator
 
-    stage2 = create_model(_stage("finally-small", False), seed=5).eval()
+    stage2 = create_model(_stage("finally-small-hifi", False), seed=5).eval()
     save_model(stage2, tmp_path / "s2")
     stage3 = build_generator(
         load_config("finally-small/stage3", [f"init_from={tmp_path / 's2'}"])
@@ -175,7 +175,7 @@ def test_stage3_starts_from_the_stage2_output(tmp_path: Path) -> None:
 
 
 def test_residual_upsampler_is_config_driven() -> None:
-    assert preset("finally-small").upsample_wave_unet.residual
+    assert preset("finally-small-hifi").upsample_wave_unet.residual
     assert not preset("finally-large").upsample_wave_unet.residual
     plain = create_model(_stage("hifipp", True))
     assert not plain.upsample_wave_unet.residual

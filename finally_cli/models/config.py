@@ -190,6 +190,53 @@ class UpsampleWaveUNetConfig:
 
 
 @dataclass(frozen=True)
+class SpectralRestorerConfig:
+    """The predictive spectral path (`SpectralRestorer`), used instead of the HiFi++ chain.
+
+    When enabled, the generator is: 16 kHz STFT → ERB band gains + low-band deep filter →
+    iSTFT (→ the Upsample WaveUNet in stage 3); the SpectralUNet/HiFi/WaveUNet/mask blocks are
+    not built. A model that learns on 2 CPU cores (docs/training.md).
+    """
+
+    enabled: bool = False
+    n_fft: int = 512
+    hop: int = 128
+    erb_bands: int = 32
+    df_bins: int = 96
+    df_order: int = 3
+    df_lookahead: int = 1
+    hidden: int = 256
+    gru_layers: int = 2
+    context_frames: int = 5
+    compression: float = 0.3
+    max_gain: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("n_fft", "hop", "erb_bands", "df_bins", "df_order", "hidden", "gru_layers"):
+            _positive(f"spectral_restorer.{name}", getattr(self, name))
+        if self.hop > self.n_fft or self.n_fft % self.hop:
+            raise ConfigError(f"spectral_restorer.hop={self.hop}: must divide n_fft={self.n_fft}")
+        if self.df_bins > self.n_fft // 2 + 1:
+            raise ConfigError(
+                f"spectral_restorer.df_bins={self.df_bins}: at most n_fft/2+1 = "
+                f"{self.n_fft // 2 + 1}"
+            )
+        if not 0 <= self.df_lookahead < self.df_order:
+            raise ConfigError(
+                f"spectral_restorer.df_lookahead={self.df_lookahead}: expected 0 to "
+                f"df_order-1 = {self.df_order - 1}"
+            )
+        if self.context_frames < 1 or self.context_frames % 2 == 0:
+            raise ConfigError(
+                f"spectral_restorer.context_frames={self.context_frames}: must be odd and ≥ 1"
+            )
+        if not 0 < self.compression <= 1:
+            raise ConfigError(f"spectral_restorer.compression={self.compression}: expected (0, 1]")
+        if self.max_gain <= 1:
+            raise ConfigError(f"spectral_restorer.max_gain={self.max_gain}: must be > 1")
+
+
+@dataclass(frozen=True)
 class GeneratorConfig:
     """Everything needed to build a FINALLY generator; stored as config.json.
 
@@ -208,6 +255,7 @@ class GeneratorConfig:
         default_factory=lambda: UNetConfig(block_widths=(8, 12, 24, 32), block_depth=4)
     )
     upsample_wave_unet: UpsampleWaveUNetConfig = field(default_factory=UpsampleWaveUNetConfig)
+    spectral_restorer: SpectralRestorerConfig = field(default_factory=SpectralRestorerConfig)
 
     input_sample_rate: int = 16000
 
@@ -277,6 +325,7 @@ _NESTED: dict[tuple[str, str], type] = {
     ("GeneratorConfig", "wave_unet"): UNetConfig,
     ("GeneratorConfig", "spectral_mask"): UNetConfig,
     ("GeneratorConfig", "upsample_wave_unet"): UpsampleWaveUNetConfig,
+    ("GeneratorConfig", "spectral_restorer"): SpectralRestorerConfig,
 }
 
 
@@ -299,10 +348,23 @@ def _large() -> GeneratorConfig:
 
 
 def _small() -> GeneratorConfig:
-    # The shipped CPU model: the FINALLY block chain without the SSL branch, every block
-    # cut to the widths that fit RTF ≤ 0.02 on 2 CPU cores (docs/performance.md).
+    # The shipped CPU model: the predictive spectral path (band gains + deep filter, GRU),
+    # which learns on 2 CPU cores where the generative chain does not (docs/training.md);
+    # stage 3 adds the residual Upsample WaveUNet on its output.
     return GeneratorConfig(
         name="finally-small",
+        spectral_restorer=SpectralRestorerConfig(enabled=True),
+        upsample_wave_unet=UpsampleWaveUNetConfig(
+            block_widths=(4, 8, 16, 32), block_depth=1, features=8, residual=True
+        ),
+    )
+
+
+def _small_hifi() -> GeneratorConfig:
+    # The FINALLY block chain without the SSL branch, every block cut to the widths that fit
+    # RTF ≤ 0.02 on 2 CPU cores (docs/performance.md): finally-small up to version 0.2.
+    return GeneratorConfig(
+        name="finally-small-hifi",
         spectral_unet=SpectralUNetConfig(
             block_widths=(4, 8, 12, 16), block_depth=1, out_channels=32
         ),
@@ -343,6 +405,7 @@ def _tiny() -> GeneratorConfig:
 PRESETS = {
     "finally-large": _large,
     "finally-small": _small,
+    "finally-small-hifi": _small_hifi,
     "hifipp": _hifipp,
     "tiny": _tiny,
 }

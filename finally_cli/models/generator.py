@@ -13,6 +13,7 @@ from finally_cli.models.hifi_upsampler import HiFiUpsampler, ResBlock1
 from finally_cli.models.layers import remove_weight_norm, wn, zero_conv
 from finally_cli.models.mel import HOP, LogMel
 from finally_cli.models.spectral_mask import SpectralMaskNet
+from finally_cli.models.spectral_restorer import SpectralRestorer
 from finally_cli.models.spectral_unet import SpectralUNet
 from finally_cli.models.ssl_encoder import SSLEncoder, align_frames
 from finally_cli.models.upsample_wave_unet import UpsampleWaveUNet
@@ -42,10 +43,16 @@ class FinallyGenerator(nn.Module):
     def __init__(self, config: GeneratorConfig) -> None:
         super().__init__()
         self.config = config
+        self.spectral_restorer: SpectralRestorer | None = None
+        self.upsample_wave_unet: UpsampleWaveUNet | None = None
+        self.conv_post: nn.Module | None = None
+        self.ssl: SSLEncoder | None = None
+        if config.spectral_restorer.enabled:
+            self._build_predictive(config)
+            return
         self.mel = LogMel()
         su = config.spectral_unet
         self.spectral_unet = SpectralUNet(su.block_widths, su.block_depth, su.out_channels)
-        self.ssl: SSLEncoder | None = None
         self.fusion: Fusion | None = None
         features = su.out_channels
         if config.ssl.enabled:
@@ -68,8 +75,6 @@ class FinallyGenerator(nn.Module):
         self.spectral_mask = SpectralMaskNet(
             channels, config.spectral_mask.block_widths, config.spectral_mask.block_depth
         )
-        self.upsample_wave_unet: UpsampleWaveUNet | None = None
-        self.conv_post: nn.Module | None = None
         uw = config.upsample_wave_unet
         if uw.enabled:
             self.upsample_wave_unet = UpsampleWaveUNet(
@@ -80,6 +85,30 @@ class FinallyGenerator(nn.Module):
             # stage 3 starts from exactly what stage 2 produced in band.
             self.conv_post = wn(nn.Conv1d(channels, 1, 7, padding=3))
 
+    def _build_predictive(self, config: GeneratorConfig) -> None:
+        """The predictive path: SpectralRestorer (→ residual Upsample WaveUNet at 48 kHz)."""
+        sr = config.spectral_restorer
+        self.spectral_restorer = SpectralRestorer(
+            sr.n_fft,
+            sr.hop,
+            sr.erb_bands,
+            sr.df_bins,
+            sr.df_order,
+            sr.df_lookahead,
+            sr.hidden,
+            sr.gru_layers,
+            sr.context_frames,
+            sr.compression,
+            sr.max_gain,
+        )
+        uw = config.upsample_wave_unet
+        if uw.enabled:
+            # It reads the restored 16 kHz waveform (one channel) and adds the upper band to
+            # its interpolation, so stage 3 starts from the stage-2 output.
+            self.upsample_wave_unet = UpsampleWaveUNet(
+                1, uw.block_widths, uw.block_depth, uw.features, residual=True
+            )
+
     @property
     def factor(self) -> int:
         return self.config.upsample_factor
@@ -87,6 +116,11 @@ class FinallyGenerator(nn.Module):
     @property
     def length_multiple(self) -> int:
         """Input lengths (16 kHz samples) that every block processes without padding."""
+        if self.spectral_restorer is not None:
+            multiple = self.spectral_restorer.frame_multiple
+            if self.upsample_wave_unet is not None:
+                multiple = max(multiple, self.upsample_wave_unet.unet.multiple)
+            return multiple
         # At least 1024: the centred STFT of SpectralMaskNet reflects n_fft / 2 samples.
         multiple = max(1024, HOP * self.spectral_unet.frame_multiple)
         multiple = max(multiple, self.wave_unet.unet.multiple)
@@ -98,6 +132,7 @@ class FinallyGenerator(nn.Module):
     def blocks(self) -> dict[str, nn.Module]:
         """The named blocks, in signal order (for parameter and FLOP reports)."""
         names = [
+            "spectral_restorer",
             "spectral_unet",
             "ssl",
             "fusion",
@@ -107,7 +142,7 @@ class FinallyGenerator(nn.Module):
             "upsample_wave_unet",
             "conv_post",
         ]
-        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        return {n: getattr(self, n, None) for n in names if getattr(self, n, None) is not None}
 
     @torch.no_grad()
     def identity_init_(self) -> FinallyGenerator:
@@ -118,8 +153,14 @@ class FinallyGenerator(nn.Module):
         flow), SpectralMaskNet starts with a unit mask and no side skip, and the output conv
         reads channel 0. With a residual Upsample WaveUNet the 48 kHz output starts as the
         band-limited interpolation of that head's output. Everything else keeps its
-        random init, so the other channels and the mel path still learn.
+        random init, so the other channels and the mel path still learn. The predictive path
+        starts with unit band gains and identity filters.
         """
+        if self.spectral_restorer is not None:
+            self.spectral_restorer.identity_init_()
+            if self.upsample_wave_unet is not None:
+                zero_conv(self.upsample_wave_unet.upsample)
+            return self
         wave = self.wave_unet
         weight = wave.conv_pre.weight.clone()
         weight[0] = 0.0
@@ -152,6 +193,11 @@ class FinallyGenerator(nn.Module):
         pad = (-samples) % self.length_multiple
         if pad:
             waveform = F.pad(waveform, (0, pad))
+        if self.spectral_restorer is not None:
+            restored = self.spectral_restorer(waveform)  # [batch, 1, samples]
+            if self.upsample_wave_unet is not None:
+                restored = self.upsample_wave_unet(restored, restored)  # [batch, 1, 3 · samples]
+            return restored[..., : samples * self.factor]
         mono = waveform[:, 0]  # [batch, samples]
         log_mel = self.mel(mono)  # [batch, 80, frames]
         features = self.spectral_unet(log_mel)  # [batch, C, frames]

@@ -27,6 +27,7 @@ class DataConfig:
         min_bandwidth_hz: clean files whose measured bandwidth is below this are left out
             (0: keep all). Stage 3 learns the band above 8 kHz from its references, so a
             16 kHz recording resampled to 44.1 kHz would teach it to leave that band empty.
+        speed_perturb: speed (and pitch) perturbation of the clean speech, ±fraction.
     """
 
     clean: tuple[str, ...] = ()
@@ -39,8 +40,11 @@ class DataConfig:
     silence_db: float = -50.0
     max_noise_seconds: float = 60.0
     min_bandwidth_hz: float = 0.0
+    speed_perturb: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.speed_perturb < 0.5:
+            raise ConfigError(f"data.speed_perturb={self.speed_perturb}: expected 0 (off) to 0.5")
         if not 0 <= self.min_bandwidth_hz <= 24000:
             raise ConfigError(
                 f"data.min_bandwidth_hz={self.min_bandwidth_hz}: expected 0 (off) to 24000"
@@ -52,11 +56,19 @@ class LossConfig:
     """Loss weights per stage (SPEC §6) and the perceptual feature space.
 
     Attributes:
-        features: "auto" (WavLM conv encoder when the model has WavLM weights, else the
-            multi-resolution STFT fallback), "wavlm" (required) or "mrstft".
+        features: the LMOS feature space φ: "auto" (WavLM conv encoder when WavLM weights
+            load, else the best probe-ranked installed pretrained layer, else the
+            multi-resolution STFT fallback), "wavlm" (required), "mrstft", or a pretrained
+            layer NAME:LAYER (e.g. "whisper-tiny.en:conv"; not dnsmos, the yardstick).
+        lmos: weight of the LMOS loss (0: not computed).
+        spectral: weight of the compressed-spectrum MSE (`CompressedSpectralLoss`), the
+            predictive models' regression loss; added to LMOS.
+        spectral_complex: share of its complex (phase-aware) term.
     """
 
     lmos: float = 1.0
+    spectral: float = 0.0
+    spectral_complex: float = 0.3
     lmos_feature: float = 100.0
     lmos_stft: float = 1.0
     features: str = "auto"
@@ -68,7 +80,23 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         if self.features not in ("auto", "wavlm", "mrstft"):
-            raise ConfigError(f"loss.features={self.features!r}: expected auto, wavlm or mrstft")
+            _check_pretrained_features(self.features)
+
+
+def _check_pretrained_features(spec: str) -> None:
+    from finally_cli.models.pretrained import PRETRAINED
+
+    name, sep, layer = spec.rpartition(":")
+    trainable = [n for n, p in PRETRAINED.items() if p.trainable]
+    if sep and layer and name in PRETRAINED and not PRETRAINED[name].trainable:
+        raise ConfigError(
+            f"loss.features={spec!r}: {name} is the evaluation yardstick, never a training loss"
+        )
+    if not (sep and layer and name in trainable):
+        raise ConfigError(
+            f"loss.features={spec!r}: expected auto, wavlm, mrstft or NAME:LAYER with NAME one "
+            f"of {', '.join(trainable)}"
+        )
 
 
 @dataclass(frozen=True)

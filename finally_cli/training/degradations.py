@@ -30,6 +30,7 @@ class DegradationConfig:
     p_clean: float = 0.03
     p_noise: float = 0.95
     snr_db: tuple[float, float] = (-5.0, 20.0)
+    p_second_noise: float = 0.0
     p_room: float = 0.6
     p_mic: float = 0.4
     rt60_seconds: tuple[float, float] = (0.2, 1.0)
@@ -47,6 +48,7 @@ class DegradationConfig:
         for name in (
             "p_clean",
             "p_noise",
+            "p_second_noise",
             "p_room",
             "p_mic",
             "p_codec",
@@ -211,6 +213,15 @@ class Degrader:
             noise = noise[start : start + audio.size]
         else:
             noise = synthetic_noise(rng, audio.size)
+        if self.sources.noises and rng.random() < self.config.p_second_noise:
+            # Two scenes at once (traffic under music, wind over a crowd), the second 0-10 dB
+            # below the first; the SNR is of the sum.
+            other = self.sources.noises[rng.integers(len(self.sources.noises))]
+            start = rng.integers(0, max(1, other.size - audio.size))
+            other = np.resize(other[start : start + audio.size], audio.size)
+            noise = np.resize(noise, audio.size)
+            scale = np.sqrt(np.mean(noise**2) / max(np.mean(other**2), 1e-12))
+            noise = noise + other * scale * 10 ** (-rng.uniform(0, 10) / 20)
         return mix_noise(audio, noise, snr), f"noise{snr:.0f}dB"
 
     def _room(self, audio: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:

@@ -56,10 +56,13 @@ class LMOSLoss(nn.Module):
     """100 · MSE(φ(y), φ(ŷ)) + L1(|STFT y|, |STFT ŷ|), φ = WavLM CNN encoder at 16 kHz.
 
     Args:
-        feature_encoder: WavLM's `feature_extractor` (frozen here), or None to use the
+        feature_encoder: φ, a module mapping 16 kHz waveforms [batch, samples] to features
+            (frozen here): WavLM's `feature_extractor`, or a pretrained encoder layer
+            (`finally_cli.models.pretrained.feature_encoder`); None uses the
             multi-resolution STFT + mel fallback in its place.
         sample_rate: rate of the signals compared (16000 or 48000).
         feature_weight, stft_weight: the two terms' weights (100 and 1 in the paper).
+        feature_name: the feature term's key in the returned dict (and the logs).
     """
 
     def __init__(
@@ -68,9 +71,11 @@ class LMOSLoss(nn.Module):
         sample_rate: int,
         feature_weight: float = 100.0,
         stft_weight: float = 1.0,
+        feature_name: str = "wavlm",
     ) -> None:
         super().__init__()
         self.encoder = feature_encoder
+        self.feature_name = feature_name
         if self.encoder is not None:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
@@ -93,7 +98,9 @@ class LMOSLoss(nn.Module):
             tgt16 = self.decimate(target.float())[:, 0]
             with torch.no_grad():
                 tgt_features = self.encoder(tgt16)
-            terms["wavlm"] = self.feature_weight * F.mse_loss(self.encoder(est16), tgt_features)
+            terms[self.feature_name] = self.feature_weight * F.mse_loss(
+                self.encoder(est16), tgt_features
+            )
         else:
             terms["mrstft"] = self.feature_weight / 100.0 * self.fallback(estimate, target)
         hop = self.n_fft // 4
@@ -162,6 +169,48 @@ class MultiResolutionSTFTLoss(nn.Module):
         tgt_mel = torch.matmul(self.mel_bank, tgt_mag)
         mel = F.l1_loss(_compress(est_mel), _compress(tgt_mel))
         return total / len(self.resolutions) + mel
+
+
+class CompressedSpectralLoss(nn.Module):
+    """MSE between power-law compressed spectra, magnitude and complex, over resolutions.
+
+    For X = |X|·e^{jφ}: (1 − complex_weight) · MSE(|X̂|^c, |X|^c) + complex_weight ·
+    MSE(|X̂|^c e^{jφ̂}, |X|^c e^{jφ}), averaged over STFT resolutions: the loss of the
+    predictive line (DeepFilterNet, GTCRN). Compression evens out loud and quiet bins; the
+    complex term makes phase count where the magnitude is large.
+
+    Args:
+        resolutions: (n_fft, hop) pairs at the compared rate.
+        exponent: the compression c.
+        complex_weight: share of the complex term.
+    """
+
+    def __init__(
+        self,
+        resolutions: tuple[tuple[int, int], ...] = ((256, 64), (512, 128), (1024, 256)),
+        exponent: float = 0.3,
+        complex_weight: float = 0.3,
+    ) -> None:
+        super().__init__()
+        self.resolutions, self.exponent, self.complex_weight = resolutions, exponent, complex_weight
+
+    def compress(self, spec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        magnitude = (spec.real.square() + spec.imag.square() + 1e-12).sqrt()
+        compressed = magnitude.pow(self.exponent)
+        return compressed, spec * (compressed / magnitude)
+
+    def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # estimate, target: [batch, 1, samples]
+        total = estimate.new_zeros((), dtype=torch.float32)
+        for n_fft, hop in self.resolutions:
+            est_mag, est_c = self.compress(stft_complex(estimate, n_fft, hop))
+            tgt_mag, tgt_c = self.compress(stft_complex(target, n_fft, hop))
+            magnitude = F.mse_loss(est_mag, tgt_mag)
+            complex_term = F.mse_loss(torch.view_as_real(est_c), torch.view_as_real(tgt_c))
+            total = (
+                total + (1 - self.complex_weight) * magnitude + self.complex_weight * (complex_term)
+            )
+        return total / len(self.resolutions)
 
 
 def _compress(magnitude: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ from finally_cli.training import checkpoint as ckpt
 from finally_cli.training.config import TrainConfig, diff
 from finally_cli.training.data import pair_dataset
 from finally_cli.training.losses import (
+    CompressedSpectralLoss,
     PesqLoss,
     discriminator_loss,
     feature_matching_loss,
@@ -94,6 +95,11 @@ class Trainer:
                 betas=config.optim.betas_d,
                 weight_decay=config.optim.weight_decay,
             )
+        self.spectral = (
+            CompressedSpectralLoss(complex_weight=config.loss.spectral_complex)
+            if config.loss.spectral > 0
+            else None
+        )
         self.pesq = PesqLoss(config.sample_rate) if config.loss.pesq > 0 else None
         if config.loss.utmos > 0:
             utmos_available()
@@ -229,8 +235,11 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         for batch, fake in zip(batches, fakes):
             with acc.autocast():
-                terms = self.lmos(fake, batch["clean"])
-                total = cfg.loss.lmos * sum(terms.values())
+                terms = self.lmos(fake, batch["clean"]) if cfg.loss.lmos > 0 else {}
+                total = cfg.loss.lmos * sum(terms.values()) if terms else fake.new_zeros(())
+                if self.spectral is not None:
+                    terms["spectral"] = cfg.loss.spectral * self.spectral(fake, batch["clean"])
+                    total = total + terms["spectral"]
                 if self.discriminator is not None:
                     # The unwrapped D: no DDP hooks while its parameters are frozen.
                     plain = acc.unwrap_model(self.discriminator)

@@ -51,7 +51,7 @@ def run_validation(
     device: torch.device,
     samples: int,
 ) -> tuple[dict[str, float], list]:
-    """Mean PESQ / ESTOI (/ DNSMOS OVRL) at 16 kHz and the 48 kHz log-spectral distance
+    """Mean PESQ / ESTOI / SI-SDR (/ DNSMOS OVRL) at 16 kHz and the 48 kHz log-spectral distance
     (`lsd`, the upper band included) of the enhancer's output on the first `limit` pairs."""
     import soxr
 
@@ -63,7 +63,7 @@ def run_validation(
     was_training = generator.training
     generator.eval()
     enhancer = Enhancer(generator, EnhancerOptions(device=str(device)))
-    pesq, estoi, ovrl, lsd, kept = [], [], [], [], []
+    pesq, estoi, sisdr, ovrl, lsd, kept = [], [], [], [], [], []
     try:
         for name in names:
             noisy, rate = sf.read(str(folder / "noisy" / name), dtype="float32")
@@ -75,6 +75,7 @@ def run_validation(
             ref16 = ref16[: est16.size]
             pesq.append(m.pesq_wb(ref16, est16))
             estoi.append(m.estoi(ref16, est16))
+            sisdr.append(m.si_sdr(ref16, est16))
             if out_rate == 48000 and rate == 48000:
                 n = min(clean.size, enhanced.size)
                 lsd.append(m.lsd(clean[:n], enhanced[:n]))
@@ -84,7 +85,11 @@ def run_validation(
                 kept.append((soxr.resample(noisy, rate, out_rate), enhanced, out_rate))
     finally:
         generator.train(was_training)
-    scores = {"pesq": float(np.nanmean(pesq)), "estoi": float(np.nanmean(estoi))}
+    scores = {
+        "pesq": float(np.nanmean(pesq)),
+        "estoi": float(np.nanmean(estoi)),
+        "si_sdr": float(np.nanmean(sisdr)),
+    }
     if ovrl:
         scores["dnsmos_ovrl"] = float(np.mean(ovrl))
     if lsd:

@@ -189,6 +189,7 @@ def build(
     noise_seconds: float = 10.0,
     rooms: int = 100,
     tts: int = 0,
+    more: bool = True,
 ) -> dict:
     """Build the whole data set into `out`; returns the summary written to summary.json."""
     if not root.is_dir():
@@ -203,6 +204,15 @@ def build(
     synthetic = synthesise_noises(out, train_files, noises, noise_seconds, rng)
     room_source = simulate_rooms(out, rooms, rng)
     tts_count = tts_supplement(out, tts, rng)
+    extra: dict = {}
+    if more:
+        from finally_cli.training.recipes import sources
+
+        extra = {
+            "ktuberling": sources.collect_ktuberling(out),
+            "asterisk": sources.collect_asterisk(out),
+            "real_noise": sources.build_noise_beds(out, rng),
+        }
     summary = {
         "seed": seed,
         "speech": speech,
@@ -211,6 +221,7 @@ def build(
         "rooms": rooms,
         "room_source": room_source,
         "tts": tts_count,
+        **extra,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "README.md").write_text(_readme(summary))
@@ -253,8 +264,21 @@ def main() -> None:
     parser.add_argument("--noises", type=int, default=40)
     parser.add_argument("--rooms", type=int, default=100)
     parser.add_argument("--tts", type=int, default=0, help="espeak-ng utterances to add")
+    parser.add_argument(
+        "--no-more",
+        action="store_true",
+        help="only tuxpaint + synthetic (skip ktuberling, Asterisk and real-noise packages)",
+    )
     args = parser.parse_args()
-    summary = build(args.output, args.root, args.seed, args.noises, rooms=args.rooms, tts=args.tts)
+    summary = build(
+        args.output,
+        args.root,
+        args.seed,
+        args.noises,
+        rooms=args.rooms,
+        tts=args.tts,
+        more=not args.no_more,
+    )
     print(json.dumps(summary, indent=2))
 
 

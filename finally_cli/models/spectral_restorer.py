@@ -1,0 +1,153 @@
+"""SpectralRestorer: ERB band gains + deep filtering of the low band, driven by a GRU."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def erb_filterbank(n_fft: int, sample_rate: int, bands: int) -> torch.Tensor:
+    """Triangular bands equally spaced on the ERB-rate scale, [bands, n_fft // 2 + 1].
+
+    Each STFT bin's weights over the bands sum to 1, so the transpose spreads band gains back
+    over the bins by linear interpolation (a gain of 1 everywhere stays exactly 1).
+    """
+    bins = n_fft // 2 + 1
+    freqs = torch.linspace(0, sample_rate / 2, bins, dtype=torch.float64)
+    erb = 21.4 * torch.log10(1 + 0.00437 * freqs)  # Glasberg & Moore ERB-rate
+    centres = torch.linspace(0, float(erb[-1]), bands, dtype=torch.float64)
+    spacing = centres[1] - centres[0]
+    weights = (1 - (erb[None, :] - centres[:, None]).abs() / spacing).clamp_min(0)
+    return (weights / weights.sum(0, keepdim=True)).float()
+
+
+class SpectralRestorer(nn.Module):
+    """16 kHz waveform → STFT → band gains (all bins) + deep filter (low bins) → iSTFT.
+
+    Per frame the input features are the log power in `erb_bands` ERB bands and the
+    power-law compressed complex spectrum of the lowest `df_bins` bins. A temporal conv
+    (`context_frames` wide, centred: it sees (context_frames − 1) / 2 future frames) and a
+    stack of GRUs turn them into (a) one gain per band in [0, `max_gain`], interpolated over
+    all bins, and (b) `df_order` complex filter taps per low bin applied across frames to the
+    gained spectrum (DeepFilterNet's deep filtering: it can undo phase-level smearing, e.g.
+    reverberation and noise between harmonics, which a real gain cannot). With zeroed heads the
+    block is the identity (gain 1, centre tap 1), which is how `identity_init_` starts it.
+
+    Args:
+        n_fft, hop: STFT size and hop at 16 kHz (Hann window).
+        erb_bands: number of gain bands.
+        df_bins: low bins that are deep-filtered.
+        df_order: filter taps per bin (frames), `df_lookahead` of them in the future.
+        hidden: width of the temporal model.
+        gru_layers: stacked GRU layers.
+        context_frames: width of the input temporal conv (odd).
+        compression: power-law exponent for the complex input features.
+        max_gain: upper bound of the band gains (> 1 lets it undo a microphone's dips).
+    """
+
+    def __init__(
+        self,
+        n_fft: int = 512,
+        hop: int = 128,
+        erb_bands: int = 32,
+        df_bins: int = 96,
+        df_order: int = 3,
+        df_lookahead: int = 1,
+        hidden: int = 256,
+        gru_layers: int = 2,
+        context_frames: int = 5,
+        compression: float = 0.3,
+        max_gain: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop
+        self.df_bins, self.df_order, self.df_lookahead = df_bins, df_order, df_lookahead
+        self.compression, self.max_gain = compression, max_gain
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.register_buffer("erb", erb_filterbank(n_fft, 16000, erb_bands), persistent=False)
+        features = erb_bands + 2 * df_bins
+        self.encoder = nn.Sequential(
+            nn.Conv1d(features, hidden, context_frames, padding=context_frames // 2),
+            nn.PReLU(hidden),
+        )
+        self.gru = nn.GRU(hidden, hidden, num_layers=gru_layers, batch_first=True)
+        self.gain_head = nn.Linear(hidden, erb_bands)
+        self.df_head = nn.Linear(hidden, df_bins * df_order * 2)
+
+    @property
+    def frame_multiple(self) -> int:
+        return self.hop
+
+    @torch.no_grad()
+    def identity_init_(self) -> None:
+        """Output = input: every band gain 1, every filter its centre tap 1 (zeroed heads)."""
+        self.gain_head.weight.zero_()
+        # max_gain · sigmoid(b) = 1 for b = −log(max_gain − 1)
+        self.gain_head.bias.fill_(-math.log(self.max_gain - 1.0))
+        self.df_head.weight.zero_()
+        self.df_head.bias.copy_(self._identity_taps())
+
+    def _identity_taps(self) -> torch.Tensor:
+        taps = torch.zeros(self.df_bins, self.df_order, 2)
+        taps[:, self.df_order - 1 - self.df_lookahead, 0] = 1.0
+        return taps.flatten()
+
+    def features(self, spec: torch.Tensor) -> torch.Tensor:
+        """[batch, bins, frames] complex → [batch, erb_bands + 2·df_bins, frames]."""
+        power = spec.real.square() + spec.imag.square()
+        band_db = 10 * torch.log10(torch.matmul(self.erb, power) + 1e-10)
+        low = spec[:, : self.df_bins]
+        scale = (power[:, : self.df_bins] + 1e-12).pow((self.compression - 1) / 2)
+        return torch.cat([band_db / 40 + 1, low.real * scale, low.imag * scale], dim=1)
+
+    def deep_filter(self, spec: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+        """Σ_k taps[k] · spec[t − (order − 1 − lookahead) + k] over the low bins.
+
+        spec [batch, df_bins, frames] complex; taps [batch, df_bins, frames, order] complex.
+        """
+        past = self.df_order - 1 - self.df_lookahead
+        padded = F.pad(torch.view_as_real(spec), (0, 0, past, self.df_lookahead))
+        padded = torch.view_as_complex(padded.contiguous())
+        frames = spec.shape[-1]
+        stacked = torch.stack([padded[..., k : k + frames] for k in range(self.df_order)], -1)
+        return (stacked * taps).sum(-1)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        # waveform: [batch, 1, samples] at 16 kHz
+        samples = waveform.shape[-1]
+        if samples <= self.n_fft // 2:  # the centred STFT reflects n_fft / 2 samples
+            waveform = F.pad(waveform, (0, self.n_fft // 2 + 1 - samples))
+        with torch.autocast(device_type=waveform.device.type, enabled=False):
+            spec = torch.stft(
+                waveform[:, 0].float(),
+                self.n_fft,
+                self.hop,
+                window=self.window,
+                center=True,
+                return_complex=True,
+            )  # [batch, bins, frames]
+            features = self.features(spec)
+        hidden_states = self.encoder(features)  # [batch, hidden, frames]
+        hidden_states, _ = self.gru(hidden_states.transpose(1, 2))  # [batch, frames, hidden]
+        gains = self.max_gain * torch.sigmoid(self.gain_head(hidden_states).float())
+        taps = self.df_head(hidden_states).float()
+        batch, frames = taps.shape[:2]
+        taps = taps.reshape(batch, frames, self.df_bins, self.df_order, 2).transpose(1, 2)
+        taps = torch.view_as_complex(taps.contiguous())  # [batch, df_bins, frames, order]
+        with torch.autocast(device_type=waveform.device.type, enabled=False):
+            bin_gains = torch.matmul(self.erb.T, gains.transpose(1, 2))  # [batch, bins, frames]
+            gained = spec * bin_gains
+            low = self.deep_filter(gained[:, : self.df_bins], taps)
+            restored = torch.cat([low, gained[:, self.df_bins :]], dim=1)
+            output = torch.istft(
+                restored,
+                self.n_fft,
+                self.hop,
+                window=self.window,
+                center=True,
+                length=waveform.shape[-1],
+            )
+        return output[:, None, :samples].to(waveform.dtype)

@@ -1,0 +1,137 @@
+"""The predictive path (finally-small): SpectralRestorer block, its generator and its loss."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from finally_cli.errors import ConfigError
+from finally_cli.models.config import GeneratorConfig, SpectralRestorerConfig, preset
+from finally_cli.models.hub import create_model
+from finally_cli.models.spectral_restorer import SpectralRestorer, erb_filterbank
+
+
+def _small(stage3: bool) -> GeneratorConfig:
+    config = preset("finally-small")
+    return replace(config, upsample_wave_unet=replace(config.upsample_wave_unet, enabled=stage3))
+
+
+def _speechy(samples: int = 16384) -> torch.Tensor:
+    t = torch.arange(samples) / 16000
+    voiced = sum(torch.sin(2 * torch.pi * 180 * k * t) / k for k in range(1, 12))
+    return (0.1 * voiced * (0.6 + 0.4 * torch.sin(2 * torch.pi * 3 * t))).view(1, 1, -1)
+
+
+def test_erb_weights_interpolate_a_unit_gain_exactly() -> None:
+    bank = erb_filterbank(512, 16000, 32)
+    assert bank.shape == (32, 257)
+    assert torch.allclose(bank.sum(0), torch.ones(257), atol=1e-6)
+    assert (bank >= 0).all()
+
+
+@pytest.mark.parametrize("samples", [1, 127, 4096, 5003])
+def test_shapes_at_odd_lengths_16k_and_48k(samples: int) -> None:
+    for stage3, factor in ((False, 1), (True, 3)):
+        model = create_model(_small(stage3)).eval()
+        with torch.no_grad():
+            out = model(torch.randn(2, 1, samples) * 0.1)
+        assert out.shape == (2, 1, factor * samples)
+        assert torch.isfinite(out).all()
+
+
+def test_identity_init_passes_the_input_through() -> None:
+    model = create_model(_small(False), seed=3).identity_init_().eval()
+    waveform = torch.randn(2, 1, 8192 + 77, generator=torch.Generator().manual_seed(0)) * 0.1
+    with torch.no_grad():
+        out = model(waveform)
+    assert torch.allclose(out, waveform, atol=1e-5)
+
+
+def test_identity_init_at_48k_is_the_interpolated_input() -> None:
+    model = create_model(_small(True), seed=3).identity_init_().eval()
+    sine = 0.3 * torch.sin(2 * torch.pi * 1000 * torch.arange(16384) / 16000).view(1, 1, -1)
+    with torch.no_grad():
+        out = model(sine)[0, 0]
+    t48 = torch.arange(out.numel()) / 48000
+    expected = torch.tanh(0.3 * torch.sin(2 * torch.pi * 1000 * t48))  # the 48 kHz head's tanh
+    middle = slice(4800, -4800)
+    error = (out[middle] - expected[middle]).square().sum()
+    assert 10 * torch.log10(expected[middle].square().sum() / error) > 40
+
+
+def test_every_parameter_learns_from_identity() -> None:
+    """The zeroed heads get gradients at once; after one step they pass them on to every layer."""
+    model = create_model(_small(False), seed=1).identity_init_()
+    waveform = torch.randn(2, 1, 8192, generator=torch.Generator().manual_seed(1)) * 0.1
+    target = waveform * 0.5
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(2):
+        optimizer.zero_grad()
+        (model(waveform) - target).square().mean().backward()
+        optimizer.step()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_a_band_gain_of_one_half_halves_the_output() -> None:
+    block = SpectralRestorer()
+    block.identity_init_()
+    waveform = _speechy()
+    with torch.no_grad():
+        block.gain_head.bias.fill_(-torch.log(torch.tensor(3.0)).item())  # 2·sigmoid = 0.5
+        halved = block(waveform)
+    assert torch.allclose(halved, 0.5 * waveform, atol=1e-5)
+
+
+def test_config_validation_names_the_field() -> None:
+    with pytest.raises(ConfigError, match="spectral_restorer.hop=100"):
+        SpectralRestorerConfig(hop=100)
+    with pytest.raises(ConfigError, match="df_lookahead=3"):
+        SpectralRestorerConfig(df_order=3, df_lookahead=3)
+    with pytest.raises(ConfigError, match="max_gain"):
+        SpectralRestorerConfig(max_gain=1.0)
+    with pytest.raises(ConfigError, match="unknown keys"):
+        GeneratorConfig.from_dict({"spectral_restorer": {"hiden": 3}})
+
+
+def test_save_load_round_trip_is_exact(tmp_path: Path) -> None:
+    from finally_cli.models.hub import load_model, save_model
+
+    model = create_model(_small(False), seed=2).eval()
+    save_model(model, tmp_path / "m")
+    loaded = load_model(str(tmp_path / "m")).eval()
+    waveform = _speechy(4096)
+    with torch.no_grad():
+        assert torch.allclose(model(waveform), loaded(waveform), atol=1e-7)
+
+
+def test_stage3_starts_from_the_stage2_output(tmp_path: Path) -> None:
+    from finally_cli.models.hub import save_model
+    from finally_cli.training.config import load_config
+    from finally_cli.training.model_setup import build_generator
+
+    stage2 = create_model(_small(False), seed=5).eval()
+    save_model(stage2, tmp_path / "s2")
+    stage3 = build_generator(
+        load_config("finally-small/stage3", [f"init_from={tmp_path / 's2'}"])
+    ).eval()
+    waveform = _speechy()
+    with torch.no_grad():
+        out16 = stage2(waveform)[0, 0]
+        out48 = stage3(waveform)[0, 0]
+    down = out48[::3][1600:-1600]
+    want = out16[1600:-1600]
+    assert 10 * torch.log10(want.square().sum() / (down - want).square().sum()) > 30
+
+
+def test_compressed_spectral_loss_is_zero_at_the_target_and_grows_with_noise() -> None:
+    from finally_cli.training.losses import CompressedSpectralLoss
+
+    loss = CompressedSpectralLoss()
+    clean = _speechy()
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    assert loss(clean, clean) < 1e-6
+    assert 0 < loss(clean + 0.01 * noise, clean) < loss(clean + 0.1 * noise, clean)
