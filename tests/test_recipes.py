@@ -76,13 +76,11 @@ def test_mp3_24k_is_aligned_and_low_rate() -> None:
     assert 20 <= kbps <= 28
 
 
-def test_training_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
-    """Every `finally train` line of the shipped recipe (FULL=1) loads as a stage config."""
+def _recipe_calls(tmp_path: Path, recipe_name: str, env_extra: dict[str, str]) -> tuple[list, Path]:
+    """Run a recipe with a stub `finally` that records its arguments; data steps skipped."""
     import os
     import subprocess
     import sys
-
-    from finally_cli.training.config import load_config
 
     bin_dir, calls = tmp_path / "bin", tmp_path / "calls.jsonl"
     bin_dir.mkdir()
@@ -95,10 +93,15 @@ def test_training_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
     work = tmp_path / "work"
     for folder in ("offline", "val"):  # the recipe skips the data steps when these exist
         (work / folder).mkdir(parents=True)
-    recipe = Path(__file__).parent.parent / "docs" / "recipes" / "finally-small-cpu.sh"
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FULL": "1"}
+    recipe = Path(__file__).parent.parent / "docs" / "recipes" / recipe_name
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", **env_extra}
     subprocess.run(["bash", str(recipe), str(work)], check=True, env=env, timeout=60)
-    runs = [json.loads(line) for line in calls.read_text().splitlines()]
+    return [json.loads(line) for line in calls.read_text().splitlines()], work
+
+
+def _stages(runs: list) -> list[tuple[int, str]]:
+    from finally_cli.training.config import load_config
+
     stages = []
     for argv in runs:
         if argv[:2] == ["train", "export"]:
@@ -108,6 +111,23 @@ def test_training_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
         config = load_config(name, sets)  # raises on an unknown or invalid key
         if argv[0] == "train" and "--run-dir" in argv:
             stages.append((config.stage, Path(argv[argv.index("--run-dir") + 1]).name))
-    assert stages == [(1, "s1"), (2, "s2"), (3, "s3")]
+    return stages
+
+
+def test_training_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
+    """Every `finally train` line of the shipped recipe loads as a stage config; the export is
+    what weights/finally-small holds; INIT continues from given weights."""
+    runs, work = _recipe_calls(tmp_path, "finally-small-cpu.sh", {"INIT": "weights/finally-small"})
+    assert _stages(runs) == [(1, "s1")]
+    train = next(argv for argv in runs if "--run-dir" in argv)
+    assert "init_from=weights/finally-small" in train
     exports = [argv[argv.index("-o") + 1] for argv in runs if argv[:2] == ["train", "export"]]
-    assert exports[-1] == str(work / "finally-small")  # what weights/finally-small holds
+    assert exports[-1] == str(work / "finally-small")
+
+
+def test_hifi_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
+    """The finally-small-hifi recipe (FULL=1): stages 1 → 2 → 3 load as valid configs."""
+    runs, work = _recipe_calls(tmp_path, "finally-small-hifi-cpu.sh", {"FULL": "1"})
+    assert _stages(runs) == [(1, "s1"), (2, "s2"), (3, "s3")]
+    exports = [argv[argv.index("-o") + 1] for argv in runs if argv[:2] == ["train", "export"]]
+    assert exports[-1] == str(work / "finally-small-hifi")
