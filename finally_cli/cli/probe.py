@@ -20,11 +20,18 @@ def probe_features(
         ),
     ] = None,
     generate: Annotated[
-        str | None, typer.Option(help="Generate groups instead: tts (espeak-ng) or tones.")
+        str | None,
+        typer.Option(
+            help="Generate groups instead: tts (espeak-ng), words (recorded takes of a word, "
+            "ktuberling-data) or tones."
+        ),
     ] = None,
     extractor: Annotated[
         list[str] | None,
-        typer.Option(help="waveform, stft, logmel, mfcc, or MODEL:conv|N|all (repeatable)."),
+        typer.Option(
+            help="waveform, stft, logmel, mfcc, whisper-tiny.en|ge2e|dnsmos:LAYER|all, "
+            "SSL_MODEL:conv|N|all, or all (built-ins + installed pretrained; repeatable)."
+        ),
     ] = None,
     group_count: Annotated[int, typer.Option("--groups", help="Generated groups.")] = 8,
     per_group: Annotated[int, typer.Option(help="Generated clips per group.")] = 10,
@@ -36,7 +43,14 @@ def probe_features(
     snr_max: Annotated[float, typer.Option(help="Highest SNR of the SNR rule, dB.")] = 20.0,
     seed: Annotated[int, typer.Option(help="Seed for generation, noise and K-means.")] = 0,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
-    plot: Annotated[Path | None, typer.Option(help="Heat-map PNG over SSL layers.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Heat-map PNG over model layers.")] = None,
+    rank: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Probe nothing: rank the pretrained layers in these --json results "
+            "(the rule loss.features=auto follows; repeatable)."
+        ),
+    ] = None,
     offline: OfflineOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -50,6 +64,9 @@ def probe_features(
     from finally_cli.probing.probe import heatmap, probe
     from finally_cli.probing.rules import synthetic_noise
 
+    if rank:
+        _print_ranking(rank)
+        return
     if (groups is None) == (generate is None):
         fail("give GROUPS_DIR or --generate tts|tones (not both)", 2)
     if not snr_min < snr_max:
@@ -62,11 +79,14 @@ def probe_features(
     elif generate == "tts":
         group_set = g.from_tts(group_count, per_group, segment_seconds, seed)
         source = "tts:espeak-ng"
+    elif generate == "words":
+        group_set = g.from_recorded_words(group_count, per_group, segment_seconds, seed)
+        source = "words:ktuberling-fr"
     elif generate == "tones":
         group_set = g.harmonic_tones(group_count, per_group, segment_seconds, seed)
         source = "tones"
     else:
-        fail(f"--generate {generate!r}: expected tts or tones", 2)
+        fail(f"--generate {generate!r}: expected tts, words or tones", 2)
     samples = group_set.segments.shape[1]
     if noise is not None:
         import soxr
@@ -124,6 +144,36 @@ def probe_features(
     if plot:
         if heatmap(rows, plot, f"probing ({source})") is None:
             console.print("no MODEL:LAYER extractor: no heat-map written", highlight=False)
+
+
+def _print_ranking(paths: list[Path]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from finally_cli.errors import ConfigError
+    from finally_cli.probing.ranking import rank
+
+    documents = []
+    for path in paths:
+        try:
+            documents.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"--rank {path}: cannot read probe results ({err})") from err
+        if "results" not in documents[-1]:
+            raise ConfigError(f"--rank {path}: not a probe-features --json file")
+    rows = rank(documents)
+    if not rows:
+        raise ConfigError("--rank: no pretrained layer was probed in every file")
+    table = Table("rank", "extractor", "mean rank", "Rand index", "SNR score")
+    for i, row in enumerate(rows, start=1):
+        table.add_row(
+            str(i),
+            row["extractor"],
+            f"{row['mean_rank']:.2f}",
+            f"{row['rand_index']:.3f}",
+            f"{row['snr_score']:.3f}",
+        )
+    Console().print(table)
 
 
 class _null:

@@ -99,9 +99,15 @@ def build_generator(config: TrainConfig) -> FinallyGenerator:
 
 
 def build_lmos(config: TrainConfig, generator: FinallyGenerator) -> LMOSLoss:
-    """LMOS with WavLM conv features when available (per `loss.features`), else MR-STFT."""
+    """LMOS over the feature space `loss.features` names.
+
+    "auto": WavLM's conv encoder when WavLM weights load, else the best probe-ranked
+    installed pretrained layer (`probing.ranking.PROBE_RANKING`), else the MR-STFT fallback.
+    """
     choice = config.loss.features
-    encoder = None
+    encoder, name = None, "wavlm"
+    if config.loss.lmos == 0 and choice == "auto":
+        choice = "mrstft"  # LMOS is not computed: load no encoder for it
     if choice in ("auto", "wavlm"):
         if generator.ssl is not None and generator.config.ssl.weights != "random":
             # A frozen copy: fine-tuning the generator's WavLM must not move the loss space.
@@ -114,11 +120,27 @@ def build_lmos(config: TrainConfig, generator: FinallyGenerator) -> LMOSLoss:
                 "(the Hub cache has no microsoft/wavlm-large)"
             )
         if encoder is None:
+            from finally_cli.models.pretrained import installed
+            from finally_cli.probing.ranking import best_installed
+
+            choice = best_installed(installed()) or "mrstft"
             log.warning(
-                "WavLM weights unavailable: LMOS uses the multi-resolution STFT loss "
-                "in place of WavLM features"
+                "WavLM weights unavailable: LMOS uses %s in place of WavLM features",
+                "the multi-resolution STFT loss" if choice == "mrstft" else choice,
             )
-    return LMOSLoss(encoder, config.sample_rate, config.loss.lmos_feature, config.loss.lmos_stft)
+    if choice not in ("auto", "wavlm", "mrstft"):
+        from finally_cli.models.pretrained import feature_encoder
+
+        encoder = feature_encoder(choice)
+        name = choice.rpartition(":")[0]
+        log.info("LMOS features: %s", choice)
+    return LMOSLoss(
+        encoder,
+        config.sample_rate,
+        config.loss.lmos_feature,
+        config.loss.lmos_stft,
+        feature_name=name,
+    )
 
 
 def _hub_wavlm_encoder(gen: GeneratorConfig) -> torch.nn.Module | None:
