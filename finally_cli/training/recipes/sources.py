@@ -25,10 +25,10 @@ KTUBERLING_VALIDATION = {"lt", "nl"}
 KTUBERLING_EXCLUDED = {"el"}
 ASTERISK_VALIDATION = {"ru"}
 
-# Real noise: (package, folder, licence). Music is a real background but not most of one:
-# hedgewars' 50 minutes of music are left out (colobot, freedroidrpg, etr and the Asterisk
-# hold-music already give about an hour and a half). Folders are searched recursively; paths matching
+# Real noise: (package, folder, licence). Folders are searched recursively; paths matching
 # SPEECHY are skipped (unit acknowledgements, announcers, cockpit call-outs are speech).
+# Music is a real background but not most of one: hedgewars' 50 minutes of music are left
+# out (colobot, freedroidrpg, etr and the Asterisk hold music already give ~1.5 hours).
 NOISE_PACKAGES: tuple[tuple[str, str, str], ...] = (
     ("flightgear-data-base", "/usr/share/games/flightgear/Sounds", "GPL-2+"),
     ("flightgear-data-base", "/usr/share/games/flightgear/Aircraft/c172p/Sounds", "GPL-2+"),
