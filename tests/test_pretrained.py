@@ -475,3 +475,10 @@ def test_recorded_word_groups_use_distinct_takes(tmp_path: Path) -> None:
     assert groups.names == ["fr:nez", "fr:oeil"] and groups.segments.shape == (8, 4000)
     with pytest.raises(ConfigError, match="ktuberling-data"):
         recorded_word_takes(tmp_path / "sounds", "de")
+
+
+def test_shipped_ranking_is_the_rule_applied_to_the_shipped_probe_results() -> None:
+    folder = Path(__file__).parents[1] / "docs" / "probing"
+    documents = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    assert len(documents) == 6
+    assert tuple(r["extractor"] for r in ranking.rank(documents)) == ranking.PROBE_RANKING

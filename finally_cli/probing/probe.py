@@ -36,7 +36,7 @@ def probe(
 
 
 def heatmap(rows: list[dict], path: Path, title: str) -> Path | None:
-    """Rand index and SNR score across the layers of each SSL model (`model:layer` rows)."""
+    """Rand index and SNR score across the layers of each layered model (`model:layer` rows)."""
     import matplotlib
 
     matplotlib.use("Agg")

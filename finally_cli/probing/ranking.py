@@ -8,9 +8,21 @@ import numpy as np
 
 RULES = ("rand_index", "snr_score")
 
-# The rule applied to docs/probing.md's runs (TTS and recorded-word groups), best first.
-# `loss.features: auto` takes the first whose encoder is installed.
-PROBE_RANKING: tuple[str, ...] = ()
+# `rank` over docs/probing/*.json (TTS and recorded-word groups, seeds 0-2), best first;
+# `loss.features: auto` takes the first whose encoder is installed. Regenerate with
+# `finally probe-features --rank ...` (docs/probing.md) when the probing changes.
+PROBE_RANKING: tuple[str, ...] = (
+    "whisper-tiny.en:conv",
+    "whisper-tiny.en:0",
+    "ge2e:3",
+    "whisper-tiny.en:1",
+    "ge2e:2",
+    "ge2e:1",
+    "ge2e:embedding",
+    "whisper-tiny.en:2",
+    "whisper-tiny.en:3",
+    "whisper-tiny.en:4",
+)
 
 
 def candidates(rows: Iterable[dict]) -> list[str]:
@@ -36,7 +48,7 @@ def _ranks(values: list[float]) -> np.ndarray:
 def rank(documents: list[dict]) -> list[dict]:
     """The rule: rank every candidate layer under each rule in each group set (1 = best
     score), average those ranks, lowest mean rank first; ties go to the higher mean SNR
-    score, then to the name.
+    score, then to the earlier row (the shallower, cheaper layer).
 
     Both rules and every group set count alike, so a layer must both cluster the same
     sounds together and move away from them steadily with noise, on TTS and on real speech.
@@ -64,7 +76,8 @@ def rank(documents: list[dict]) -> list[dict]:
         }
         for i, name in enumerate(common)
     ]
-    return sorted(rows, key=lambda r: (r["mean_rank"], -r["snr_score"], r["extractor"]))
+    order = {name: i for i, name in enumerate(common)}
+    return sorted(rows, key=lambda r: (r["mean_rank"], -r["snr_score"], order[r["extractor"]]))
 
 
 def best_installed(installed: Iterable[str], ranking: tuple[str, ...] | None = None) -> str | None:
