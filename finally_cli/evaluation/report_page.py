@@ -29,7 +29,7 @@ svg .chart-title { font-size: 13px; font-weight: 600; fill: #222; }
 .file h3 { margin: 0 0 6px; font-size: 15px; word-break: break-all; }
 .badge { font-size: 12px; background: #eef; border-radius: 4px; padding: 1px 6px;
   margin-left: 6px; font-weight: 400; }
-.media { display: flex; gap: 10px; overflow-x: auto; padding: 6px 0; }
+.media { display: flex; flex-wrap: wrap; gap: 10px; padding: 6px 0; }
 figure { margin: 0; flex: 0 0 auto; width: 300px; }
 figcaption { font-weight: 600; font-size: 13px; margin-bottom: 2px; }
 .spec { position: relative; width: 300px; height: 160px; background: #000; }
@@ -155,7 +155,7 @@ SCRIPT = r"""
       data.ticks.forEach(([text, fraction]) =>
         spec.append(el("span", { style: "bottom:" + (100 * fraction).toFixed(1) + "%" }, text)));
       strip.append(el("figure", {}, el("figcaption", {}, m.source), spec,
-                      el("audio", { controls: true, preload: "none", src: m.audio })));
+                      el("audio", { controls: true, preload: "metadata", src: m.audio })));
     });
     section.append(strip);
     return section;
