@@ -348,6 +348,20 @@ def test_resume_refuses_changed_config(tmp_path: Path, clean_dir: Path) -> None:
     assert result.exit_code == 2 and "--resume" in result.stderr
 
 
+def test_resume_refuses_another_lmos_feature_space(tmp_path: Path, clean_dir: Path) -> None:
+    """`loss.features: auto` is recorded as what it resolved to; a resume that would resolve it
+    differently (an extra installed or removed in between) is refused in one line."""
+    run = tmp_path / "r"
+    base = ["--config", "tiny/stage1", "--set", f"data.clean=[{clean_dir}]", "--set", "steps=2"]
+    train_cli(*base, "--run-dir", str(run))
+    recorded = (run / "lmos_features.txt").read_text().strip()
+    assert recorded == "wavlm"  # the tiny preset carries its own (random) WavLM
+    (run / "lmos_features.txt").write_text("whisper-tiny.en:conv\n")
+    result = runner.invoke(app, ["train", *base, "--run-dir", str(run), "--resume", "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert "LMOS features were whisper-tiny.en:conv" in result.stderr
+
+
 def test_stage1_overfits_one_batch() -> None:
     """Stage-1 LMOS (WavLM conv features of the tiny preset + STFT L1) on one fixed batch."""
     from dataclasses import replace

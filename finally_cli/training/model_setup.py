@@ -134,13 +134,16 @@ def build_lmos(config: TrainConfig, generator: FinallyGenerator) -> LMOSLoss:
         encoder = feature_encoder(choice)
         name = choice.rpartition(":")[0]
         log.info("LMOS features: %s", choice)
-    return LMOSLoss(
+    loss = LMOSLoss(
         encoder,
         config.sample_rate,
         config.loss.lmos_feature,
         config.loss.lmos_stft,
         feature_name=name,
     )
+    # What "auto" became here: a resumed run must keep the feature space it started with.
+    loss.resolved_features = "mrstft" if encoder is None else (choice if name != "wavlm" else name)
+    return loss
 
 
 def _hub_wavlm_encoder(gen: GeneratorConfig) -> torch.nn.Module | None:

@@ -53,6 +53,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.generator = build_generator(config)
         self.lmos = build_lmos(config, self.generator)
+        self._check_features(resume)
         trainable = [p for p in self.generator.parameters() if p.requires_grad]
         groups = [
             {
@@ -137,6 +138,23 @@ class Trainer:
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps(self.config.to_dict(), indent=2))
+
+    def _check_features(self, resume: bool) -> None:
+        """Record the LMOS feature space `auto` resolved to; refuse to resume in another one
+        (installing or removing the `pretrained` extra would otherwise change the loss)."""
+        record = self.run_dir / "lmos_features.txt"
+        resolved = self.lmos.resolved_features
+        if resume and record.is_file():
+            started = record.read_text(encoding="utf-8").strip()
+            if started != resolved:
+                raise ConfigError(
+                    f"{self.run_dir}: the run's LMOS features were {started}, here they resolve "
+                    f"to {resolved}; set loss.features={started} in a fresh run or install what "
+                    "provided them"
+                )
+            return
+        if self.accelerator.is_main_process:
+            record.write_text(resolved + "\n", encoding="utf-8")
 
     def _modules(self) -> dict[str, torch.nn.Module]:
         modules = {"generator": self.accelerator.unwrap_model(self.generator)}
