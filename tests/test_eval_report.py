@@ -67,6 +67,11 @@ def test_report_refuses_a_media_folder_it_did_not_write(tmp_path: Path) -> None:
     assert not page.exists()
 
 
+def test_negative_media_cap_is_a_usage_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["eval", str(tmp_path), "--html", "r.html", "--html-files", "-1"])
+    assert result.exit_code == 2 and "--html-files -1: must be >= 0" in result.stderr
+
+
 @pytest.mark.skipif(chromium() is None, reason="needs Chromium (Debian package chromium)")
 def test_report_loads_in_chromium_with_players_spectrograms_and_sorting(tmp_path: Path) -> None:
     page, result = run_report(tmp_path, "--html-files", "3")

@@ -61,16 +61,18 @@ def power_db(audio48: np.ndarray, rows: int, width: int) -> np.ndarray:
     if audio48.size < N_FFT:
         audio48 = np.pad(audio48, (0, N_FFT - audio48.size))
     frames = 1 + (audio48.size - N_FFT) // HOP
-    window = np.hanning(N_FFT)
-    starts = np.arange(frames) * HOP
-    power = np.empty((frames, N_FFT // 2 + 1))
-    for first in range(0, frames, 512):  # bounded memory on long files
-        idx = starts[first : first + 512, None] + np.arange(N_FFT)
-        power[first : first + 512] = np.abs(np.fft.rfft(audio48[idx] * window, axis=-1)) ** 2
-    power /= (window.sum() / 2) ** 2  # a full-scale sine reads 0 dB
     columns = min(width, frames)
-    groups = np.linspace(0, frames, columns + 1).astype(int)[:-1]
-    pooled = np.add.reduceat(power, groups, axis=0) / np.diff(np.append(groups, frames))[:, None]
+    column_of = np.arange(frames) * columns // frames  # frame → image column
+    window = np.hanning(N_FFT)
+    sums = np.zeros((columns, N_FFT // 2 + 1))
+    for first in range(0, frames, 512):  # frames pooled as they come: bounded memory
+        index = np.arange(first, min(first + 512, frames))
+        power = np.abs(np.fft.rfft(audio48[index[:, None] * HOP + np.arange(N_FFT)] * window)) ** 2
+        cols = column_of[index]
+        starts = np.flatnonzero(np.r_[True, np.diff(cols) != 0])
+        sums[cols[starts]] += np.add.reduceat(power, starts, axis=0)
+    pooled = sums / np.bincount(column_of, minlength=columns)[:, None]
+    pooled /= (window.sum() / 2) ** 2  # a full-scale sine reads 0 dB
     return 10 * np.log10(band_matrix(rows) @ pooled.T + 1e-12)  # [rows, columns]
 
 
