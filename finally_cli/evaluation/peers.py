@@ -11,7 +11,7 @@ import numpy as np
 
 from finally_cli.errors import CheckpointError, ConfigError
 
-# Measured with `align.find_lag` on docs/samples/noisy.wav (tests/test_peers.py pins it): the
+# Measured with `align.find_lag` on docs/samples/noisy.wav (tests/test_peers.py checks it): the
 # libDF frame API returns each 10 ms hop 30 ms late — one hop of STFT overlap plus the
 # model's two hops of look-ahead.
 DFN_DELAY_48K = 1440
