@@ -141,7 +141,8 @@ def codec(audio: np.ndarray, name: str, rng: np.random.Generator) -> np.ndarray:
     peak = max(1e-9, float(np.max(np.abs(audio))))
     scaled = (audio / peak * 0.9).astype(np.float32)
     container, subtype, lowest = CODECS[name]
-    level = float(rng.uniform(lowest, 1.0))
+    # libsndfile's MP3 encoder refuses levels above ≈ 0.9999 (no bit rate left): 0.999 at most.
+    level = min(float(rng.uniform(lowest, 1.0)), 0.999)
     sf.write(buffer, scaled, RATE, format=container, subtype=subtype, compression_level=level)
     buffer.seek(0)
     decoded, rate = sf.read(buffer, dtype="float64")
