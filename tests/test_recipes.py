@@ -27,7 +27,7 @@ def fake_tuxpaint(root: Path) -> None:
 def test_offline_recipe_splits_by_language(tmp_path: Path) -> None:
     fake_tuxpaint(tmp_path / "stamps")
     summary = offline.build(
-        tmp_path / "out", tmp_path / "stamps", noises=4, noise_seconds=2.0, rooms=3
+        tmp_path / "out", tmp_path / "stamps", noises=4, noise_seconds=2.0, rooms=3, more=False
     )
     assert summary["speech"]["test"] == {"el": 2}
     assert summary["speech"]["validation"] == {"lt": 2}
@@ -42,9 +42,59 @@ def test_offline_recipe_splits_by_language(tmp_path: Path) -> None:
     assert "GPL-2+" in (tmp_path / "out" / "README.md").read_text()
 
 
+def test_more_sources_split_by_voice_and_leave_speech_out_of_noise(tmp_path: Path) -> None:
+    """ktuberling: lt → validation, el (the test language) never used; Asterisk: ru →
+    validation; noise beds: 30 s each, every package by duration, speech folders skipped."""
+    import shutil
+    import subprocess
+
+    from finally_cli.training.recipes import sources
+
+    words = tmp_path / "ktuberling"
+    for language in ("ca", "lt", "el"):
+        (words / language).mkdir(parents=True)
+        sf.write(str(words / language / "hat.ogg"), speechlike(0.8, 44100, seed=1), 44100)
+    out = tmp_path / "out"
+    assert sources.collect_ktuberling(out, words) == {"train": 1, "validation": 1}
+    assert not list(out.rglob("*ktuberling_el*"))
+
+    package = tmp_path / "game"
+    (package / "sfx").mkdir(parents=True)
+    (package / "voices").mkdir()
+    (package / "music").mkdir()
+    rng = np.random.default_rng(0)
+    sf.write(str(package / "sfx" / "boom.wav"), rng.standard_normal(48000) * 0.1, 48000)
+    sf.write(str(package / "voices" / "hello.wav"), speechlike(1.0, 48000), 48000)
+    sf.write(str(package / "music" / "song.ogg"), rng.standard_normal(70 * 22050) * 0.1, 22050)
+    report = sources.build_noise_beds(out, rng, packages=(("game", str(package), "GPL"),))
+    assert report[0]["files"] == 2  # the voice folder is not noise
+    beds = sorted((out / "noise" / "game__game").glob("*.flac"))
+    assert len(beds) == report[0]["beds"] == 3  # 71 s + gaps: two full beds and the rest
+    assert all(sf.info(str(b)).samplerate == 48000 for b in beds)
+    assert sf.info(str(beds[0])).duration == 30.0
+
+    if shutil.which("ffmpeg") is None:
+        return
+    prompts = tmp_path / "asterisk"
+    for voice in ("en_US_f_Allison", "ru_RU_f_Svetlana"):
+        (prompts / voice).mkdir(parents=True)
+        wav = tmp_path / f"{voice}.wav"
+        sf.write(str(wav), speechlike(1.0, 16000), 16000)
+        subprocess.run(
+            ["ffmpeg", "-v", "quiet", "-i", str(wav), "-c:a", "g722", "-f", "g722",
+             str(prompts / voice / "hello.g722")],
+            check=True,
+        )  # fmt: skip
+    assert sources.collect_asterisk(out, prompts) == {"train": 1, "validation": 1}
+    decoded = next((out / "clean" / "validation").rglob("*.flac"))
+    assert sf.info(str(decoded)).samplerate == 16000
+
+
 def test_condition_test_set_is_seeded_and_complete(tmp_path: Path) -> None:
     fake_tuxpaint(tmp_path / "stamps")
-    offline.build(tmp_path / "out", tmp_path / "stamps", noises=4, noise_seconds=2.0, rooms=2)
+    offline.build(
+        tmp_path / "out", tmp_path / "stamps", noises=4, noise_seconds=2.0, rooms=2, more=False
+    )
     clean = tmp_path / "clean"
     clean.mkdir()
     for i in range(9):

@@ -248,6 +248,22 @@ def _readme(summary: dict) -> str:
         f"{summary['rooms']} impulse responses ({summary['room_source']}). "
         f"TTS supplement: {summary['tts']} espeak-ng utterances.",
         "",
+    ]
+    if "ktuberling" in summary:
+        lines += [
+            f"ktuberling words: {summary['ktuberling']}; Asterisk prompts: "
+            f"{summary['asterisk']} (split by voice; see recipes/sources.py).",
+            "",
+            "| real noise: package | folder | licence | files | seconds | 30 s beds |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in summary["real_noise"]:
+            lines.append(
+                f"| {row['package']} | {row['folder']} | {row.get('licence', '')} | "
+                f"{row['files']} | {row['seconds']} | {row.get('beds', 0)} |"
+            )
+        lines.append("")
+    lines += [
         "Licences: tuxpaint-stamps-default is GPL-2+ (see "
         "/usr/share/doc/tuxpaint-stamps-default/copyright); espeak-ng output GPL-3+ "
         "voices; generated noises and rooms are ours (Apache-2.0).",
