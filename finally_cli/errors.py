@@ -31,3 +31,7 @@ class ConfigError(FinallyError):
     """A configuration value or an option is invalid."""
 
     exit_code = 2
+
+
+class TrainingError(FinallyError):
+    """Training cannot go on (e.g. a non-finite loss); nothing is saved from the bad step."""

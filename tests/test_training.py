@@ -374,6 +374,31 @@ def test_resume_refuses_another_lmos_feature_space(tmp_path: Path, clean_dir: Pa
     assert "LMOS features were whisper-tiny.en:conv" in result.stderr
 
 
+def test_non_finite_loss_stops_training_without_saving_it(
+    tmp_path: Path, clean_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from finally_cli.training import checkpoint as ckpt
+    from finally_cli.training.trainer import Trainer
+
+    real_step = Trainer.train_step
+
+    def poisoned(self: Trainer, batches: list) -> dict[str, float]:
+        logs = real_step(self, batches)
+        return {**logs, "loss_g": float("nan")} if self.step == 2 else logs
+
+    monkeypatch.setattr(Trainer, "train_step", poisoned)
+    run = tmp_path / "r"
+    result = runner.invoke(
+        app,
+        ["train", "--quiet", "--config", "tiny/stage1", "--set", f"data.clean=[{clean_dir}]",
+         "--set", "steps=5", "--set", "checkpoint_every=2", "--run-dir", str(run)],
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "non-finite loss at step 3" in result.stderr and "step_00000002" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert [p.name for p in ckpt.checkpoints(run)] == ["step_00000002"]
+
+
 def test_stage1_overfits_one_batch() -> None:
     """Stage-1 LMOS (WavLM conv features of the tiny preset + STFT L1) on one fixed batch."""
     from dataclasses import replace

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from finally_cli.errors import ConfigError
+from finally_cli.errors import ConfigError, TrainingError
 from finally_cli.models.discriminators import MultiScaleSTFTDiscriminator
 from finally_cli.training import checkpoint as ckpt
 from finally_cli.training.config import TrainConfig, diff
@@ -303,6 +303,17 @@ class Trainer:
                     batch = next(loader)
                     batches.append({k: v.to(acc.device) for k, v in batch.items()})
                 logs = self.train_step(batches)
+                if not math.isfinite(logs["loss_g"]) or not math.isfinite(logs["grad_norm_g"]):
+                    kept = ckpt.checkpoints(self.run_dir)
+                    raise TrainingError(
+                        f"{self.run_dir}: non-finite loss at step {self.step + 1} "
+                        f"({', '.join(f'{k}={v:.4g}' for k, v in logs.items())}); stopped "
+                        + (
+                            f"with {kept[-1].name} as the newest checkpoint"
+                            if kept
+                            else "before any checkpoint was saved"
+                        )
+                    )
                 self.step += 1
                 logs["steps_per_second"] = 1.0 / max(time.perf_counter() - started, 1e-9)
                 started = time.perf_counter()

@@ -67,7 +67,10 @@ class WhisperFeatures(PretrainedEncoder):
         [batch, samples] → [batch, n_mels, samples // 160].
         """
         spec = torch.stft(waveform, N_FFT, HOP, window=self.window, return_complex=True)
-        power = spec[..., :-1].abs().pow(2)  # the last centred frame is dropped, as Whisper does
+        # |X|² as re² + im²: abs() has a NaN gradient at exactly 0 (digital silence in a
+        # training segment). The last centred frame is dropped, as Whisper does.
+        spec = spec[..., :-1]
+        power = spec.real.square() + spec.imag.square()
         mel = torch.matmul(self.mel_bank, power).clamp_min(1e-10).log10()
         peak = mel.amax(dim=(1, 2), keepdim=True)
         return (torch.maximum(mel, peak - 8.0) + 4.0) / 4.0
