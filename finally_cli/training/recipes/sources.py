@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from finally_cli.training.recipes.offline import link
+
 RATE = 48000
 KTUBERLING = Path("/usr/share/ktuberling/sounds")
 ASTERISK = Path("/usr/share/asterisk/sounds")
@@ -88,7 +90,7 @@ def collect_ktuberling(out: Path, root: Path = KTUBERLING) -> dict[str, int]:
         split = "validation" if language in KTUBERLING_VALIDATION else "train"
         for path in sorted(folder.glob("*.ogg")):
             target = out / "clean" / split / f"ktuberling_{folder.name}" / path.name
-            _link(path, target)
+            link(path, target)
             counts[split] = counts.get(split, 0) + 1
     return counts
 
@@ -183,15 +185,3 @@ def build_noise_beds(
             }
         )
     return report
-
-
-def _link(source: Path, target: Path) -> None:
-    import os
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists() or target.is_symlink():
-        target.unlink()
-    try:
-        os.symlink(source, target)
-    except OSError:
-        shutil.copy2(source, target)
