@@ -186,3 +186,14 @@ def test_second_noise_adds_another_scene_at_the_same_snr() -> None:
         # Both scenes: the hum's line stands out of the hiss's broadband floor.
         mixed += 5 < spectrum[100] / np.median(spectrum) < 1e4
     assert mixed >= 2
+
+
+def test_models_info_counts_the_restorer_on_the_meta_device() -> None:
+    from typer.testing import CliRunner
+
+    from finally_cli.cli.app import app
+
+    for name in ("finally-small", str(Path(__file__).parents[1] / "weights" / "finally-small")):
+        result = CliRunner().invoke(app, ["models", "info", name])
+        assert result.exit_code == 0, result.output
+        assert "spectral_restorer" in result.output and "1.233 M" in result.output

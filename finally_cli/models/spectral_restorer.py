@@ -16,9 +16,10 @@ def erb_filterbank(n_fft: int, sample_rate: int, bands: int) -> torch.Tensor:
     over the bins by linear interpolation (a gain of 1 everywhere stays exactly 1).
     """
     bins = n_fft // 2 + 1
-    freqs = torch.linspace(0, sample_rate / 2, bins, dtype=torch.float64)
+    # Built on the CPU even inside a meta-device context (`models info` counts parameters there).
+    freqs = torch.linspace(0, sample_rate / 2, bins, dtype=torch.float64, device="cpu")
     erb = 21.4 * torch.log10(1 + 0.00437 * freqs)  # Glasberg & Moore ERB-rate
-    centres = torch.linspace(0, float(erb[-1]), bands, dtype=torch.float64)
+    centres = torch.linspace(0, float(erb[-1]), bands, dtype=torch.float64, device="cpu")
     spacing = centres[1] - centres[0]
     weights = (1 - (erb[None, :] - centres[:, None]).abs() / spacing).clamp_min(0)
     return (weights / weights.sum(0, keepdim=True)).float()
