@@ -14,6 +14,24 @@ EXTRA = "pretrained"
 SAMPLE_RATE = 16000
 
 
+def register_mel_front_end(module: nn.Module, n_fft: int, n_mels: int) -> None:
+    """Give `module` the 16 kHz Slaney mel bank (`mel_bank` [n_mels, n_fft/2+1]) and Hann
+    `window` buffers that Whisper and Resemblyzer both compute their log-mels with."""
+    from transformers.audio_utils import mel_filter_bank
+
+    bank = mel_filter_bank(
+        num_frequency_bins=n_fft // 2 + 1,
+        num_mel_filters=n_mels,
+        min_frequency=0.0,
+        max_frequency=SAMPLE_RATE / 2,
+        sampling_rate=SAMPLE_RATE,
+        norm="slaney",
+        mel_scale="slaney",
+    )
+    module.register_buffer("mel_bank", torch.tensor(bank.T, dtype=torch.float32), False)
+    module.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+
 class PretrainedEncoder(nn.Module):
     """A frozen pretrained network seen as a stack of feature maps.
 

@@ -11,9 +11,9 @@ from torch import nn
 
 from finally_cli.errors import CheckpointError
 from finally_cli.models.pretrained.base import (
-    SAMPLE_RATE,
     PretrainedEncoder,
     package_file,
+    register_mel_front_end,
     rms_normalise,
 )
 
@@ -40,7 +40,6 @@ class GE2EFeatures(PretrainedEncoder):
 
     def __init__(self, state: dict[str, torch.Tensor]) -> None:
         super().__init__()
-        from transformers.audio_utils import mel_filter_bank
 
         count = sum(1 for k in state if k.startswith("lstm.weight_ih_l"))
         hidden, n_mels = state["lstm.weight_hh_l0"].shape[1], state["lstm.weight_ih_l0"].shape[1]
@@ -56,17 +55,7 @@ class GE2EFeatures(PretrainedEncoder):
         }
         own.update({"linear.weight": state["linear.weight"], "linear.bias": state["linear.bias"]})
         self.load_state_dict(own, strict=True)
-        bank = mel_filter_bank(
-            num_frequency_bins=N_FFT // 2 + 1,
-            num_mel_filters=n_mels,
-            min_frequency=0.0,
-            max_frequency=SAMPLE_RATE / 2,
-            sampling_rate=SAMPLE_RATE,
-            norm="slaney",
-            mel_scale="slaney",
-        )
-        self.register_buffer("mel_bank", torch.tensor(bank.T, dtype=torch.float32), False)
-        self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
+        register_mel_front_end(self, N_FFT, n_mels)
         self.layer_names = (*map(str, range(1, count + 1)), "embedding")
 
     def mel(self, waveform: torch.Tensor) -> torch.Tensor:

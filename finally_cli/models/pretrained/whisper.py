@@ -12,7 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from finally_cli.errors import CheckpointError, ConfigError
-from finally_cli.models.pretrained.base import SAMPLE_RATE, PretrainedEncoder, package_file
+from finally_cli.models.pretrained.base import (
+    SAMPLE_RATE,
+    PretrainedEncoder,
+    package_file,
+    register_mel_front_end,
+)
 from finally_cli.models.pretrained.ctranslate2 import read_ctranslate2
 
 log = logging.getLogger(__name__)
@@ -41,21 +46,10 @@ class WhisperFeatures(PretrainedEncoder):
 
     def __init__(self, encoder: torch.nn.Module) -> None:
         super().__init__()
-        from transformers.audio_utils import mel_filter_bank
 
         self.encoder = encoder.eval()
         n_mels = encoder.config.num_mel_bins
-        bank = mel_filter_bank(
-            num_frequency_bins=N_FFT // 2 + 1,
-            num_mel_filters=n_mels,
-            min_frequency=0.0,
-            max_frequency=SAMPLE_RATE / 2,
-            sampling_rate=SAMPLE_RATE,
-            norm="slaney",
-            mel_scale="slaney",
-        )
-        self.register_buffer("mel_bank", torch.tensor(bank.T, dtype=torch.float32), False)
-        self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
+        register_mel_front_end(self, N_FFT, n_mels)
         self.layer_names = ("conv", *map(str, range(len(encoder.layers) + 1)))
         # transformers 4.x encoder layers take a head mask and return a tuple; 5.x neither.
         params = inspect.signature(type(encoder.layers[0]).forward).parameters
