@@ -188,7 +188,9 @@ def ssl_stats(
         from transformers import AutoModel
 
         try:
-            network = AutoModel.from_pretrained(ssl, revision=revision, local_files_only=offline)
+            network = AutoModel.from_pretrained(
+                ssl, revision=revision, local_files_only=offline, use_safetensors=True
+            )
         except (OSError, ValueError) as err:
             fail(f"{ssl}: cannot load SSL model ({type(err).__name__})", 2)
         source = str(ssl)

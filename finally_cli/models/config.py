@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,14 +50,107 @@ WAVLM_TINY_ARCH: dict[str, Any] = {
 SSL_WEIGHT_SOURCES = ("hub", "checkpoint", "random")
 
 
+# Bounds on a config.json read from anywhere: each field within its range keeps building the
+# model fast, and MAX_PARAMETERS (checked on the meta device, hub.check_size) keeps it from
+# exhausting memory. finally-large with WavLM-Large is 0.46 G parameters.
+MAX_PARAMETERS = 1_000_000_000
+MAX_CHANNELS = 8192
+MAX_LEVELS = 12  # entries of a width or rate list
+MAX_DEPTH = 32  # residual blocks per level
+MAX_KERNEL = 1023
+MAX_DILATION = 1024
+
+# `transformers.WavLMConfig` integer fields we build from, and their upper bounds.
+_SSL_ARCH_INTS = {
+    "hidden_size": MAX_CHANNELS,
+    "num_hidden_layers": 64,
+    "num_attention_heads": 128,
+    "intermediate_size": 4 * MAX_CHANNELS,
+    "num_buckets": 4096,
+    "max_bucket_distance": 65536,
+    "num_conv_pos_embeddings": MAX_KERNEL,
+    "num_conv_pos_embedding_groups": 128,
+}
+_SSL_ARCH_LISTS = {"conv_dim": MAX_CHANNELS, "conv_kernel": MAX_KERNEL, "conv_stride": 1024}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _matches(kind: str, value: Any) -> bool:
+    if kind == "int":
+        return _is_int(value)
+    if kind == "float":
+        return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
+    return True
+
+
+def _check_types(config: Any) -> None:
+    """Refuse values of the wrong JSON type (strings, floats for ints, bools for numbers);
+    lists become tuples. Field annotations are strings here (`from __future__`)."""
+    for f in dataclasses.fields(config):
+        value, kind = getattr(config, f.name), str(f.type)
+        if kind.startswith("tuple["):
+            item = kind[len("tuple[") :].split(",")[0]
+            if isinstance(value, list):
+                value = tuple(value)
+                object.__setattr__(config, f.name, value)
+            ok = isinstance(value, tuple) and all(
+                _matches(item, v) or (item == "str" and _is_int(v)) for v in value
+            )
+            expected = f"a list of {item}"
+        else:
+            ok, expected = _matches(kind, value), f"a finite {kind}" if kind == "float" else kind
+        if not ok:
+            raise ConfigError(f"{f.name}={value!r}: expected {expected}")
+
+
 def _check_widths(name: str, widths: tuple[int, ...], min_len: int = 1) -> None:
-    if len(widths) < min_len or any(int(w) <= 0 for w in widths):
-        raise ConfigError(f"{name}={list(widths)}: need at least {min_len} positive channel widths")
+    _check_list(name, widths, 1, MAX_CHANNELS, min_len)
 
 
-def _positive(name: str, value: int) -> None:
-    if int(value) <= 0:
-        raise ConfigError(f"{name}={value}: must be a positive integer")
+def _check_list(name: str, values: tuple[int, ...], low: int, high: int, min_len: int = 1) -> None:
+    if not min_len <= len(values) <= MAX_LEVELS or any(not low <= v <= high for v in values):
+        raise ConfigError(
+            f"{name}={list(values)}: need {min_len} to {MAX_LEVELS} integers within [{low}, {high}]"
+        )
+
+
+def _positive(name: str, value: int, high: int = MAX_CHANNELS) -> None:
+    if not 1 <= value <= high:
+        raise ConfigError(f"{name}={value}: must be an integer within [1, {high}]")
+
+
+def _check_ssl_arch(arch: Any) -> None:
+    if not isinstance(arch, dict):
+        raise ConfigError(f"ssl.arch={arch!r}: expected a mapping of WavLMConfig fields")
+    for key, high in _SSL_ARCH_INTS.items():
+        if key in arch and not (_is_int(arch[key]) and 1 <= arch[key] <= high):
+            raise ConfigError(
+                f"ssl.arch.{key}={arch[key]!r}: must be an integer within [1, {high}]"
+            )
+    lengths = set()
+    for key, high in _SSL_ARCH_LISTS.items():
+        if key in arch:
+            values = arch[key]
+            if not isinstance(values, list | tuple) or not all(_is_int(v) for v in values):
+                raise ConfigError(f"ssl.arch.{key}={values!r}: expected a list of integers")
+            _check_list(f"ssl.arch.{key}", tuple(values), 1, high)
+            lengths.add(len(values))
+    if len(lengths) > 1:
+        raise ConfigError(
+            "ssl.arch: conv_dim, conv_kernel and conv_stride must have the same length"
+        )
+    hidden, heads = arch.get("hidden_size", 768), arch.get("num_attention_heads", 12)
+    if hidden % heads:
+        raise ConfigError(
+            f"ssl.arch.hidden_size={hidden}: must be divisible by num_attention_heads={heads}"
+        )
 
 
 @dataclass(frozen=True)
@@ -91,6 +185,8 @@ class SSLConfig:
     lr_multiplier: float = 0.1
 
     def __post_init__(self) -> None:
+        _check_types(self)
+        _check_ssl_arch(self.arch)
         if self.weights not in SSL_WEIGHT_SOURCES:
             raise ConfigError(f"ssl.weights={self.weights!r}: expected one of {SSL_WEIGHT_SOURCES}")
         object.__setattr__(
@@ -104,6 +200,11 @@ class SSLConfig:
                 )
         if self.lr_multiplier < 0:
             raise ConfigError(f"ssl.lr_multiplier={self.lr_multiplier}: must be ≥ 0")
+        if not -(layers + 1) <= self.layer <= layers:  # hidden states: input, then each layer
+            raise ConfigError(
+                f"ssl.layer={self.layer}: expected a hidden-state index within "
+                f"[{-(layers + 1)}, {layers}]"
+            )
 
     @property
     def hidden_size(self) -> int:
@@ -119,8 +220,9 @@ class SpectralUNetConfig:
     out_channels: int = 128
 
     def __post_init__(self) -> None:
+        _check_types(self)
         _check_widths("spectral_unet.block_widths", self.block_widths)
-        _positive("spectral_unet.block_depth", self.block_depth)
+        _positive("spectral_unet.block_depth", self.block_depth, MAX_DEPTH)
         _positive("spectral_unet.out_channels", self.out_channels)
 
 
@@ -135,6 +237,17 @@ class UpsamplerConfig:
     resblock_dilations: tuple[int, ...] = (1, 3, 5)
 
     def __post_init__(self) -> None:
+        _check_types(self)
+        _positive("upsampler.initial_channels", self.initial_channels)
+        _check_list("upsampler.rates", self.rates, 1, 256)
+        _check_list("upsampler.kernel_sizes", self.kernel_sizes, 1, MAX_KERNEL)
+        _check_list("upsampler.resblock_kernel_sizes", self.resblock_kernel_sizes, 1, MAX_KERNEL)
+        _check_list("upsampler.resblock_dilations", self.resblock_dilations, 1, MAX_DILATION)
+        if any(k % 2 == 0 for k in self.resblock_kernel_sizes):
+            raise ConfigError(
+                f"upsampler.resblock_kernel_sizes={list(self.resblock_kernel_sizes)}: must be "
+                "odd (same-length convolutions)"
+            )
         if len(self.rates) != len(self.kernel_sizes):
             raise ConfigError(
                 f"upsampler.rates={list(self.rates)} and upsampler.kernel_sizes="
@@ -145,6 +258,12 @@ class UpsamplerConfig:
             total *= int(r)
         if total != 256:
             raise ConfigError(f"upsampler.rates={list(self.rates)}: product must be 256 (mel hop)")
+        for rate, kernel in zip(self.rates, self.kernel_sizes):
+            if kernel < rate or (kernel - rate) % 2:
+                raise ConfigError(
+                    f"upsampler.kernel_sizes={list(self.kernel_sizes)}: each must be ≥ its rate "
+                    f"and differ from it by an even number (rates {list(self.rates)})"
+                )
         if self.initial_channels % (2 ** len(self.rates)) != 0:
             raise ConfigError(
                 f"upsampler.initial_channels={self.initial_channels}: must be divisible by "
@@ -164,8 +283,9 @@ class UNetConfig:
     block_depth: int = 4
 
     def __post_init__(self) -> None:
+        _check_types(self)
         _check_widths("block_widths", self.block_widths)
-        _positive("block_depth", self.block_depth)
+        _positive("block_depth", self.block_depth, MAX_DEPTH)
 
 
 @dataclass(frozen=True)
@@ -184,8 +304,9 @@ class UpsampleWaveUNetConfig:
     residual: bool = False
 
     def __post_init__(self) -> None:
+        _check_types(self)
         _check_widths("upsample_wave_unet.block_widths", self.block_widths)
-        _positive("upsample_wave_unet.block_depth", self.block_depth)
+        _positive("upsample_wave_unet.block_depth", self.block_depth, MAX_DEPTH)
         _positive("upsample_wave_unet.features", self.features)
 
 
@@ -212,8 +333,11 @@ class SpectralRestorerConfig:
     max_gain: float = 2.0
 
     def __post_init__(self) -> None:
-        for name in ("n_fft", "hop", "erb_bands", "df_bins", "df_order", "hidden", "gru_layers"):
-            _positive(f"spectral_restorer.{name}", getattr(self, name))
+        _check_types(self)
+        for name, high in (("n_fft", 16384), ("hop", 16384), ("erb_bands", 1024),
+                           ("df_bins", 8193), ("df_order", 16), ("hidden", MAX_CHANNELS),
+                           ("gru_layers", 16), ("context_frames", 63)):  # fmt: skip
+            _positive(f"spectral_restorer.{name}", getattr(self, name), high)
         if self.hop > self.n_fft or self.n_fft % self.hop:
             raise ConfigError(f"spectral_restorer.hop={self.hop}: must divide n_fft={self.n_fft}")
         if self.df_bins > self.n_fft // 2 + 1:
@@ -232,8 +356,8 @@ class SpectralRestorerConfig:
             )
         if not 0 < self.compression <= 1:
             raise ConfigError(f"spectral_restorer.compression={self.compression}: expected (0, 1]")
-        if self.max_gain <= 1:
-            raise ConfigError(f"spectral_restorer.max_gain={self.max_gain}: must be > 1")
+        if not 1 < self.max_gain <= 1000:
+            raise ConfigError(f"spectral_restorer.max_gain={self.max_gain}: expected (1, 1000]")
 
 
 @dataclass(frozen=True)
@@ -260,6 +384,7 @@ class GeneratorConfig:
     input_sample_rate: int = 16000
 
     def __post_init__(self) -> None:
+        _check_types(self)
         _positive("fusion_channels", self.fusion_channels)
         if self.input_sample_rate != 16000:
             raise ConfigError(
@@ -315,7 +440,12 @@ def _from_dict(
             kwargs[name] = tuple(value)
         else:
             kwargs[name] = value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:  # name the field by its full path (wave_unet.block_depth)
+        if prefix and not str(err).startswith(prefix):
+            raise ConfigError(f"{prefix}{err}") from err
+        raise
 
 
 _NESTED: dict[tuple[str, str], type] = {

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from finally_cli.errors import CheckpointError, ConfigError
-from finally_cli.models.config import PRESETS, GeneratorConfig, preset
+from finally_cli.models.config import MAX_PARAMETERS, PRESETS, GeneratorConfig, preset
 
 if TYPE_CHECKING:
     import torch
@@ -117,12 +117,38 @@ def read_config(folder: Path) -> GeneratorConfig:
         raise CheckpointError(f"{folder}: no {CONFIG_NAME}; not a finally-cli model folder")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+    except UnicodeDecodeError as err:
+        raise CheckpointError(f"{path}: unreadable config: not UTF-8 text ({err.reason})") from err
+    except (OSError, json.JSONDecodeError, RecursionError) as err:
         raise CheckpointError(f"{path}: unreadable config: {err}") from err
     try:
-        return GeneratorConfig.from_dict(data)
+        config = GeneratorConfig.from_dict(data)
+        check_size(config)
     except (ConfigError, TypeError) as err:
         raise CheckpointError(f"{path}: invalid config: {err}") from err
+    return config
+
+
+def parameter_count(config: GeneratorConfig) -> int:
+    """Parameters the generator of `config` has (SSL branch included), counted on the meta
+    device: nothing is allocated. The config's field bounds keep this fast."""
+    import torch
+
+    from finally_cli.models.generator import FinallyGenerator
+
+    with torch.device("meta"):
+        model = FinallyGenerator(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def check_size(config: GeneratorConfig) -> None:
+    """Refuse a config whose model would exceed `MAX_PARAMETERS` before anything is built."""
+    count = parameter_count(config)
+    if count > MAX_PARAMETERS:
+        raise ConfigError(
+            f"{config.name}: {count / 1e9:.2f} G parameters, more than the cap of "
+            f"{MAX_PARAMETERS / 1e9:.0f} G"
+        )
 
 
 def create_model(config: GeneratorConfig | str, seed: int = 0) -> FinallyGenerator:
@@ -133,6 +159,8 @@ def create_model(config: GeneratorConfig | str, seed: int = 0) -> FinallyGenerat
 
     if isinstance(config, str):
         config = preset(config)
+    else:
+        check_size(config)
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
@@ -210,7 +238,22 @@ def load_state(model: FinallyGenerator, folder: Path) -> None:
                 f"{path}: {key} has shape {list(tensor.shape)}, config expects "
                 f"{list(expected[key].shape)}"
             )
+        check_tensor(path, key, tensor, expected[key].dtype)
     model.load_state_dict(tensors, strict=not _ssl_external(model))
+
+
+def check_tensor(path: Path, key: str, tensor: torch.Tensor, expected: torch.dtype) -> None:
+    """Refuse a stored tensor that would be cast silently (integers, bools into float weights)
+    or that holds NaN/Inf: either one makes the model's output garbage, not an error."""
+    import torch
+
+    name = str(tensor.dtype).removeprefix("torch.")
+    if tensor.is_floating_point() != expected.is_floating_point or tensor.is_complex():
+        raise CheckpointError(
+            f"{path}: {key} has dtype {name}, expected {str(expected).removeprefix('torch.')}"
+        )
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise CheckpointError(f"{path}: {key} holds non-finite values (NaN or Inf)")
 
 
 def _ssl_external(model: FinallyGenerator) -> bool:
@@ -233,7 +276,10 @@ def load_ssl_weights(model: FinallyGenerator, offline: bool = False) -> None:
     where = f"{ssl.model_id}@{ssl.revision}"
     try:
         pretrained = WavLMModel.from_pretrained(
-            ssl.model_id, revision=ssl.revision, local_files_only=offline
+            ssl.model_id,
+            revision=ssl.revision,
+            local_files_only=offline,
+            use_safetensors=True,  # never unpickle, whatever transformers defaults to
         )
     except (OSError, ValueError) as err:
         raise CheckpointError(

@@ -98,7 +98,9 @@ class SSLFeatures(LayeredFeatures):
 
         source = SSL_ALIASES.get(model_id, model_id)
         try:
-            self.model = AutoModel.from_pretrained(source, local_files_only=offline).eval()
+            self.model = AutoModel.from_pretrained(
+                source, local_files_only=offline, use_safetensors=True
+            ).eval()
         except (OSError, ValueError) as err:
             raise ConfigError(
                 f"extractor {model_id}: cannot load {source} "

@@ -151,7 +151,10 @@ def _hub_wavlm_encoder(gen: GeneratorConfig) -> torch.nn.Module | None:
         from transformers import WavLMModel
 
         model = WavLMModel.from_pretrained(
-            gen.ssl.model_id, revision=gen.ssl.revision, local_files_only=True
+            gen.ssl.model_id,
+            revision=gen.ssl.revision,
+            local_files_only=True,
+            use_safetensors=True,
         )
     except (OSError, ValueError):
         return None

@@ -192,7 +192,7 @@ def _from_transformers(source: str, required: bool) -> torch.nn.Module | None:
     from transformers import WhisperModel
 
     try:
-        model = WhisperModel.from_pretrained(source, local_files_only=True)
+        model = WhisperModel.from_pretrained(source, local_files_only=True, use_safetensors=True)
     except (OSError, ValueError) as err:
         if required:
             raise CheckpointError(

@@ -1,0 +1,233 @@
+"""Hostile inputs (issue 18): each row is one way a file could be lost, mislabelled or
+half-written, or a failure could be more than one clear line. Other wings add their rows."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+from finally_cli.errors import CheckpointError, ConfigError, FinallyError
+from finally_cli.models.hub import create_model, load_model, read_config, save_model
+from tests.conftest import speechlike, write
+
+runner = CliRunner()
+
+
+def invoke(*args: str):  # noqa: ANN201
+    from finally_cli.cli.app import app  # imported late: a CLI module being edited fails alone
+
+    return runner.invoke(app, list(args))
+
+
+def one_line(err: BaseException) -> str:
+    text = str(err)
+    assert "\n" not in text.strip(), text
+    return text
+
+
+# -- model folders: config.json (item 9) and model.safetensors (item 8) ----------------------
+def _edit_config(change: Callable[[dict], None]) -> Callable[[Path], None]:
+    def apply(folder: Path) -> None:
+        data = json.loads((folder / "config.json").read_text())
+        change(data)
+        (folder / "config.json").write_text(json.dumps(data))
+
+    return apply
+
+
+def _set(path: str, value: object) -> Callable[[Path], None]:
+    def change(data: dict) -> None:
+        *parents, leaf = path.split(".")
+        for key in parents:
+            data = data[key]
+        data[leaf] = value
+
+    return _edit_config(change)
+
+
+def _edit_weights(change: Callable[[dict[str, torch.Tensor]], None]) -> Callable[[Path], None]:
+    def apply(folder: Path) -> None:
+        tensors = load_file(str(folder / "model.safetensors"))
+        change(tensors)
+        save_file(tensors, str(folder / "model.safetensors"))
+
+    return apply
+
+
+def _poison(key: str, value: float) -> Callable[[Path], None]:
+    def change(tensors: dict[str, torch.Tensor]) -> None:
+        tensors[key] = tensors[key].clone()
+        tensors[key].view(-1)[0] = value
+
+    return _edit_weights(change)
+
+
+def _retype(key: str, dtype: torch.dtype) -> Callable[[Path], None]:
+    def change(tensors: dict[str, torch.Tensor]) -> None:
+        tensors[key] = tensors[key].to(dtype)
+
+    return _edit_weights(change)
+
+
+def _raw_config(data: bytes) -> Callable[[Path], None]:
+    return lambda folder: (folder / "config.json").write_bytes(data)
+
+
+WEIGHT = "spectral_unet.unet.conv_in.bias"
+
+# (id, how the tiny model folder is broken, a fragment of the one-line error)
+MODEL_CASES: list[tuple[str, Callable[[Path], None], str]] = [
+    ("nan-weight", _poison(WEIGHT, math.nan), f"{WEIGHT} holds non-finite values"),
+    ("inf-weight", _poison(WEIGHT, math.inf), f"{WEIGHT} holds non-finite values"),
+    ("int-weight", _retype(WEIGHT, torch.int32), f"{WEIGHT} has dtype int32"),
+    ("bool-weight", _retype(WEIGHT, torch.bool), f"{WEIGHT} has dtype bool"),
+    ("width-string", _set("wave_unet.block_widths", ["2", 4]), "wave_unet.block_widths"),
+    ("width-float", _set("wave_unet.block_widths", [2.5, 4]), "wave_unet.block_widths"),
+    ("depth-float", _set("wave_unet.block_depth", 1.0), "wave_unet.block_depth"),
+    ("channels-string", _set("fusion_channels", "16"), "fusion_channels"),
+    ("enabled-string", _set("upsample_wave_unet.enabled", "no"), "upsample_wave_unet.enabled"),
+    ("kernel-negative", _set("upsampler.kernel_sizes", [16, 16, -4, 4]), "upsampler.kernel_sizes"),
+    (
+        "resblock-kernel-zero",
+        _set("upsampler.resblock_kernel_sizes", [0]),
+        "upsampler.resblock_kernel_sizes",
+    ),
+    (
+        "dilation-negative",
+        _set("upsampler.resblock_dilations", [1, -3]),
+        "upsampler.resblock_dilations",
+    ),
+    ("width-huge", _set("wave_unet.block_widths", [100000, 4]), "wave_unet.block_widths"),
+    ("depth-huge", _set("wave_unet.block_depth", 1000000), "wave_unet.block_depth"),
+    ("ssl-layers-huge", _set("ssl.arch.num_hidden_layers", 1000000), "ssl.arch.num_hidden_layers"),
+    ("ssl-hidden-string", _set("ssl.arch.hidden_size", "32"), "ssl.arch.hidden_size"),
+    ("compression-nan", _set("spectral_restorer.compression", math.nan), "compression"),
+    # Each field within its range, the whole over the cap: refused before any allocation.
+    (
+        "too-many-parameters",
+        _set("wave_unet.block_widths", [8192, 8192, 8192, 8192]),
+        "parameters, more than the cap",
+    ),
+    ("not-utf8", _raw_config(b'{"name": "\xff\xfe"}'), "not UTF-8"),
+    ("not-json", _raw_config(b'{"name": '), "unreadable config"),
+    ("not-a-mapping", _raw_config(b"[1, 2]"), "expected a mapping"),
+]
+
+
+@pytest.mark.parametrize(
+    "breaks, message", [c[1:] for c in MODEL_CASES], ids=[c[0] for c in MODEL_CASES]
+)
+def test_hostile_model_folder_is_refused_in_one_line(
+    tmp_path: Path, breaks: Callable[[Path], None], message: str
+) -> None:
+    folder = save_model(create_model("tiny", seed=0), tmp_path / "model")
+    breaks(folder)
+    with pytest.raises(CheckpointError) as caught:
+        load_model(str(folder))
+    assert message in one_line(caught.value)
+    assert str(folder) in str(caught.value)
+
+
+def test_a_hostile_model_is_one_line_on_the_command_line(tmp_path: Path) -> None:
+    folder = save_model(create_model("tiny", seed=0), tmp_path / "model")
+    _poison(WEIGHT, math.nan)(folder)
+    noisy = write(tmp_path / "in.wav", speechlike(0.5, 16000), 16000)
+    out = tmp_path / "out.wav"
+    result = invoke("enhance", str(noisy), "-o", str(out), "--model", str(folder))
+    assert result.exit_code != 0
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "non-finite" in result.stderr and not out.exists()
+
+
+def test_config_values_are_checked_in_python_too() -> None:
+    from finally_cli.models.config import UNetConfig
+
+    with pytest.raises(ConfigError, match="block_depth"):
+        UNetConfig(block_depth=True)
+    assert UNetConfig(block_widths=[2, 4]).block_widths == (2, 4)  # lists become tuples
+
+
+def test_every_preset_is_within_the_parameter_cap() -> None:
+    from finally_cli.models.config import MAX_PARAMETERS, PRESETS, preset
+    from finally_cli.models.hub import parameter_count
+
+    counts = {name: parameter_count(preset(name)) for name in PRESETS}
+    assert all(0 < n <= MAX_PARAMETERS for n in counts.values()), counts
+    assert counts["tiny"] == sum(p.numel() for p in create_model("tiny").parameters())
+
+
+def test_shipped_configs_still_read(tmp_path: Path) -> None:
+    weights = Path(__file__).resolve().parents[1] / "weights"
+    for folder in sorted(p for p in weights.iterdir() if (p / "config.json").is_file()):
+        read_config(folder)
+
+
+# -- pretrained SSL models load safetensors only (item 10) -----------------------------------
+@pytest.fixture(scope="module")
+def pickled_wavlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny transformers WavLM folder holding only a pickle (pytorch_model.bin)."""
+    from transformers import WavLMConfig, WavLMModel
+
+    from finally_cli.models.config import WAVLM_TINY_ARCH
+
+    folder = tmp_path_factory.mktemp("pickled-wavlm")
+    model = WavLMModel(WavLMConfig(**WAVLM_TINY_ARCH))
+    model.config.save_pretrained(folder)
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    return folder
+
+
+def _load_ssl_branch(folder: Path) -> None:
+    from dataclasses import replace
+
+    from finally_cli.models.hub import load_ssl_weights
+
+    config = create_model("tiny").config
+    config = replace(config, ssl=replace(config.ssl, model_id=str(folder), weights="hub"))
+    load_ssl_weights(create_model(config))
+
+
+def _load_extractor(folder: Path) -> None:
+    from finally_cli.probing.extractors import SSLFeatures
+
+    SSLFeatures(str(folder))
+
+
+def _ssl_stats(folder: Path) -> None:
+    result = invoke(
+        "train", "ssl-stats", "--ssl", str(folder), "--clean", str(folder),
+        "-o", str(folder / "stats.safetensors"), "--device", "cpu",
+    )  # fmt: skip
+    if result.exit_code != 0:
+        raise ConfigError(result.stderr)
+
+
+PICKLE_CASES: list[tuple[str, Callable[[Path], None]]] = [
+    ("ssl.model_id", _load_ssl_branch),
+    ("--extractor FOLDER:conv", _load_extractor),
+    ("train ssl-stats --ssl FOLDER", _ssl_stats),
+]
+
+
+@pytest.mark.parametrize("load", [c[1] for c in PICKLE_CASES], ids=[c[0] for c in PICKLE_CASES])
+def test_pretrained_pickles_are_never_loaded(
+    pickled_wavlm: Path, load: Callable[[Path], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unpickled = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        unpickled.append(args)
+        raise RuntimeError("torch.load was called on a pickle")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    with pytest.raises(FinallyError) as caught:
+        load(pickled_wavlm)
+    one_line(caught.value)
+    assert not unpickled
