@@ -35,3 +35,7 @@ class ConfigError(FinallyError):
 
 class TrainingError(FinallyError):
     """Training cannot go on (e.g. a non-finite loss); nothing is saved from the bad step."""
+
+
+class FinallyWarning(UserWarning):
+    """Something works but is probably not what the user wants; the CLI prints one line."""

@@ -15,6 +15,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from finally_cli.audio.mixing import mix_at_snr
 from finally_cli.cli.app import app
 from finally_cli.models.discriminators import MultiScaleSTFTDiscriminator
 from finally_cli.training import degradations as deg
@@ -48,7 +49,7 @@ def test_same_seed_same_pair() -> None:
 def test_noise_step_hits_requested_snr(snr: float) -> None:
     rng = np.random.default_rng(0)
     clean = speechlike(2.0, 48000)[:, 0].astype(np.float64)
-    noisy = deg.mix_noise(clean, deg.synthetic_noise(rng, clean.size), snr)
+    noisy = mix_at_snr(clean, deg.synthetic_noise(rng, clean.size), snr)
     measured = 10 * np.log10(np.sum(clean**2) / np.sum((noisy - clean) ** 2))
     assert abs(measured - snr) < 0.5
 

@@ -1,4 +1,4 @@
-"""Chunk plans on a reflection-padded signal, complementary fades and streaming overlap-add."""
+"""Window geometry and plans on a reflection-padded signal, complementary fades, overlap-add."""
 
 from __future__ import annotations
 
@@ -30,6 +30,65 @@ class WindowPlan:
 
 def round_up(value: int, multiple: int) -> int:
     return int(math.ceil(value / multiple) * multiple)
+
+
+MIN_EDGE_SECONDS = 0.128  # mirrored context at each end of a file (2048 samples at 16 kHz)
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """How a model cuts signals into windows: rates and lengths, fixed for a run.
+
+    Lengths are in samples at `input_rate`. Built by `WindowSpec.for_model` from what the
+    model says about itself (rates, length multiple) and the user's window/overlap seconds.
+
+    Attributes:
+        input_rate: the model's input sample rate (16 kHz for FINALLY).
+        output_rate: the model's output sample rate (48 or 16 kHz).
+        window: window length, a multiple of `multiple`.
+        overlap: samples shared (cross-faded) by neighbouring windows, ≤ window / 2.
+        edge: mirrored context before the first and after the last sample.
+        multiple: every window length is a multiple of this (no padding inside the model).
+    """
+
+    input_rate: int
+    output_rate: int
+    window: int
+    overlap: int
+    edge: int
+    multiple: int
+
+    @classmethod
+    def for_model(cls, model: object, window_seconds: float, overlap_seconds: float) -> WindowSpec:
+        """The spec of `model` (its `config` rates and `length_multiple`) for these lengths.
+
+        The window is rounded up to the length multiple; the overlap is capped at half a
+        window; the edge is at least `MIN_EDGE_SECONDS` or half the overlap.
+        """
+        config = model.config  # type: ignore[attr-defined]
+        rate = int(config.input_sample_rate)
+        multiple = int(model.length_multiple)  # type: ignore[attr-defined]
+        window = max(multiple, round_up(int(round(window_seconds * rate)), multiple))
+        overlap = min(int(round(overlap_seconds * rate)), window // 2)
+        edge = max(int(round(MIN_EDGE_SECONDS * rate)), overlap // 2)
+        return cls(rate, int(config.output_sample_rate), window, overlap, edge, multiple)
+
+    @property
+    def factor(self) -> int:
+        """Output samples per input sample."""
+        return self.output_rate // self.input_rate
+
+    @property
+    def window_seconds(self) -> float:
+        return self.window / self.input_rate
+
+    @property
+    def overlap_seconds(self) -> float:
+        return self.overlap / self.input_rate
+
+    def plan(self, samples: int) -> WindowPlan:
+        """Windows over a signal of `samples` input-rate samples."""
+        return plan_windows(samples, self.window, self.overlap, self.edge, self.multiple)
 
 
 def plan_windows(samples: int, chunk: int, overlap: int, edge: int, multiple: int) -> WindowPlan:

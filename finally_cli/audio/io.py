@@ -1,4 +1,4 @@
-"""Audio file I/O: probing and streaming reads with clear errors, atomic streaming writes."""
+"""Audio file I/O: header checks and streaming reads with clear errors, atomic streaming writes."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from finally_cli.audio.files import FFMPEG_EXTENSIONS, temporary_name
 from finally_cli.errors import AudioError, ConfigError, OutputError
 
-BLOCK_FRAMES = 65536
+# Frames per read and per ffmpeg pipe buffer (I/O "buffers"; model inputs are "windows").
+BUFFER_FRAMES = 65536
 
 # Container chosen by the output extension, with the sample format used when --subtype is absent.
 FORMATS: dict[str, tuple[str, str]] = {
@@ -35,15 +37,19 @@ class AudioInfo:
     path: Path
     sample_rate: int
     channels: int
-    frames: int
+    frames: int  # exact for soundfile; from the container's duration for ffmpeg
+    decoder: str = "soundfile"  # or "ffmpeg"
 
     @property
     def seconds(self) -> float:
         return self.frames / self.sample_rate
 
 
-def probe(path: str | Path) -> AudioInfo:
-    """Check that `path` is a readable, non-empty audio file and describe it.
+def read_info(path: str | Path) -> AudioInfo:
+    """Check that `path` is a readable, non-empty audio file and describe it (header only).
+
+    Files libsndfile does not recognise go to ffmpeg when it is installed (m4a/AAC, the
+    audio track of mp4/mkv/webm videos); without ffmpeg the error says it is needed.
 
     Raises:
         AudioError: missing, empty, unrecognised or zero-length files.
@@ -58,7 +64,10 @@ def probe(path: str | Path) -> AudioInfo:
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise AudioError(f"{path}: cannot read: {_libsndfile_reason(err)}") from err
+        reason = _libsndfile_reason(err)
+        if reason.startswith("not an audio file"):
+            return _ffmpeg_info(path, reason)
+        raise AudioError(f"{path}: cannot read: {reason}") from err
     if info.frames <= 0:
         raise AudioError(f"{path}: cannot read: no audio samples")
     # libsndfile silently shortens WAV/AIFF files whose data chunk ends early; its
@@ -76,6 +85,18 @@ def probe(path: str | Path) -> AudioInfo:
     return AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames))
 
 
+def _ffmpeg_info(path: Path, reason: str) -> AudioInfo:
+    from finally_cli.audio import ffmpeg
+    from finally_cli.audio.files import ffmpeg_available
+
+    if not ffmpeg_available():
+        if path.suffix.lower() in FFMPEG_EXTENSIONS:
+            raise AudioError(f"{path}: cannot read: {ffmpeg.NEEDS_FFMPEG}")
+        raise AudioError(f"{path}: cannot read: {reason}")
+    rate, channels, frames = ffmpeg.probe_stream(path)
+    return AudioInfo(path, rate, channels, frames, decoder="ffmpeg")
+
+
 def _libsndfile_reason(err: Exception) -> str:
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     if "Format not recognised" in text or "unknown format" in text.lower():
@@ -86,24 +107,28 @@ def _libsndfile_reason(err: Exception) -> str:
 def duration_seconds(path: str | Path) -> float:
     """Length of an audio file from its header; 0 when it cannot be read (progress totals)."""
     try:
-        info = sf.info(str(path))
-        return info.frames / info.samplerate
-    except (sf.LibsndfileError, RuntimeError, ZeroDivisionError):
+        return read_info(path).seconds
+    except AudioError:
         return 0.0
 
 
-def read_blocks(info: AudioInfo, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
-    """Yield float32 blocks [frames, channels] of the whole file, streaming.
+def read_buffers(info: AudioInfo, buffer_frames: int = BUFFER_FRAMES) -> Iterator[np.ndarray]:
+    """Yield float32 buffers [frames, channels] of the whole file, streaming.
 
     Raises:
         AudioError: the file ends before its header says (truncated) or a read fails.
     """
+    if info.decoder == "ffmpeg":
+        from finally_cli.audio import ffmpeg
+
+        yield from ffmpeg.decode(info.path, info.sample_rate, info.channels, buffer_frames)
+        return
     total = 0
     try:
         with sf.SoundFile(str(info.path)) as handle:
             while total < info.frames:
                 block = handle.read(
-                    min(block_frames, info.frames - total), dtype="float32", always_2d=True
+                    min(buffer_frames, info.frames - total), dtype="float32", always_2d=True
                 )
                 if block.shape[0] == 0:
                     break
@@ -118,13 +143,40 @@ def read_blocks(info: AudioInfo, block_frames: int = BLOCK_FRAMES) -> Iterator[n
         )
 
 
+def load_mono(path: str | Path) -> tuple[np.ndarray, int]:
+    """A whole file as float32 [frames], channels averaged, and its sample rate.
+
+    Raises:
+        AudioError: unreadable, empty, or NaN/Inf samples.
+    """
+    path = Path(path)
+    try:
+        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as err:
+        if not _libsndfile_reason(err).startswith("not an audio file"):
+            raise AudioError(f"{path}: cannot read: {err}") from err
+        info = read_info(path)
+        audio = np.concatenate(list(read_buffers(info)) or [np.zeros((0, 1), np.float32)])
+        rate = info.sample_rate
+    if audio.shape[0] == 0:
+        raise AudioError(f"{path}: cannot read: no audio samples")
+    if not np.isfinite(audio).all():
+        raise AudioError(f"{path}: contains NaN/Inf samples")
+    return audio.mean(axis=1), int(rate)
+
+
 def output_format(path: Path, subtype: str | None) -> tuple[str, str]:
     """Container and subtype for an output path (from its extension, or `subtype`)."""
     ext = path.suffix.lower()
+    if not ext:
+        raise ConfigError(
+            f"{path}: output has no extension; name a file such as {path.name}.wav, or end "
+            f"the name with / to write <input>_enhanced.wav into that folder (many files: "
+            f"finally batch)"
+        )
     if ext not in FORMATS:
         raise ConfigError(
-            f"{path}: unsupported output extension {ext or '(none)'}; use one of "
-            f"{', '.join(FORMATS)}"
+            f"{path}: unsupported output extension {ext}; use one of {', '.join(FORMATS)}"
         )
     container, default = FORMATS[ext]
     chosen = (subtype or default).upper()
@@ -133,12 +185,48 @@ def output_format(path: Path, subtype: str | None) -> tuple[str, str]:
     return container, chosen
 
 
-def check_output(path: Path, overwrite: bool) -> None:
-    """Fail early when `path` must not or cannot be written."""
-    if path.exists() and not overwrite:
-        raise OutputError(f"{path}: output exists (pass --overwrite to replace it)")
-    if path.is_dir():
-        raise OutputError(f"{path}: output is a folder")
+def default_output(input_path: Path, folder: Path | None = None) -> Path:
+    """`<stem>_enhanced.wav` beside the input (or in `folder`): WAV, so nothing is re-encoded
+    lossily whatever the input's format."""
+    return (folder or input_path.parent) / f"{input_path.stem}_enhanced.wav"
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """An output path that passed every check: known format, writable, nothing clobbered.
+
+    `OutputFile.check` is the one place outputs are checked; writers take the result.
+    """
+
+    path: Path
+    container: str
+    subtype: str
+    overwrite: bool
+
+    @classmethod
+    def check(cls, path: str | Path, subtype: str | None, overwrite: bool) -> OutputFile:
+        """Raises:
+        ConfigError: unknown extension or subtype. OutputError: exists (without
+            `overwrite`), is a folder, or its folder cannot be written.
+        """
+        path = Path(path)
+        if path.is_dir():
+            raise OutputError(
+                f"{path}: output is a folder; end it with / to write <input>_enhanced.wav "
+                f"into it (many files: finally batch)"
+            )
+        container, chosen = output_format(path, subtype)
+        if path.exists() and not overwrite:
+            raise OutputError(f"{path}: output exists (pass --overwrite to replace it)")
+        _check_folder(path)
+        return cls(path, container, chosen, overwrite)
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+
+def _check_folder(path: Path) -> None:
     parent = path.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -149,21 +237,22 @@ def check_output(path: Path, overwrite: bool) -> None:
 
 
 class AtomicWriter:
-    """Streams audio into a hidden temporary file beside `path`; `commit` renames it.
+    """Streams audio into a hidden temporary file beside the output; `commit` renames it.
 
     Anything that stops the write early (an error, Ctrl-C) ends in `discard`, so no
     partial output is ever left under the final name.
+
+    Args:
+        target: a checked output (`OutputFile.check`).
+        sample_rate, channels: of the audio written.
     """
 
-    def __init__(
-        self, path: Path, sample_rate: int, channels: int, subtype: str | None, overwrite: bool
-    ) -> None:
-        self.path = path
-        self.container, self.subtype = output_format(path, subtype)
-        check_output(path, overwrite)
-        self.overwrite = overwrite
+    def __init__(self, target: OutputFile, sample_rate: int, channels: int) -> None:
+        path = self.path = target.path
+        self.container, self.subtype = target.container, target.subtype
+        self.overwrite = target.overwrite
         self.clip = self.subtype not in FLOAT_SUBTYPES
-        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+        self.tmp = temporary_name(path)
         try:
             self.handle: sf.SoundFile | None = sf.SoundFile(
                 str(self.tmp),

@@ -8,14 +8,13 @@ import typer
 
 from finally_cli import __version__
 from finally_cli.cli import batch, bench, enhance, eval, models, probe, train
+from finally_cli.cli.command import App
 from finally_cli.cli.options import STATE
 
-app = typer.Typer(
+app = App(
     name="finally",
     help="Restore speech recordings to 48 kHz studio quality with the FINALLY model.",
     no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
 )
 app.command("enhance")(enhance.enhance)
 app.command("batch")(batch.batch)

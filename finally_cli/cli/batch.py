@@ -3,51 +3,29 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from finally_cli.cli.options import (
     DEFAULT_MODEL,
-    BatchSizeOpt,
-    ChannelsOpt,
-    ChunkOpt,
-    CompileOpt,
-    DeviceOpt,
-    MixOpt,
     ModelOpt,
     OfflineOpt,
-    OverlapOpt,
-    OverwriteOpt,
-    PrecisionOpt,
     QuietOpt,
     RevisionOpt,
-    SampleRateOpt,
-    SubtypeOpt,
-    WorkersOpt,
+    engine_options,
     fail,
     handle_errors,
 )
 
-DEFAULT_EXTENSIONS = "wav,flac,ogg,mp3,opus,aiff,aif,au,w64,caf"
+if TYPE_CHECKING:
+    from finally_cli.inference.options import EnhancerOptions
+
 REPORT_FIELDS = ("input", "output", "status", "duration", "seconds", "error")
-
-
-def find_inputs(root: Path, extensions: set[str], exclude: Path | None) -> list[Path]:
-    """Audio files under `root` (recursive, sorted), skipping anything under `exclude`."""
-    found = []
-    for path in sorted(root.rglob("*")):
-        if not path.is_file() or path.suffix.lower().lstrip(".") not in extensions:
-            continue
-        if path.name.startswith("."):
-            continue
-        if exclude is not None and exclude in path.resolve().parents:
-            continue
-        found.append(path)
-    return found
 
 
 def shard() -> tuple[int, int, int]:
@@ -58,55 +36,90 @@ def shard() -> tuple[int, int, int]:
     return rank, world, local
 
 
+def report_row(result: object) -> dict:
+    """A FileResult as a report row: seconds to the millisecond."""
+    row = dict(vars(result))
+    row["duration"] = round(float(row["duration"]), 3)
+    row["seconds"] = round(float(row["seconds"]), 3)
+    return row
+
+
+def read_report(path: Path) -> dict[str, dict]:
+    """Rows of an earlier report at `path`, by input; {} when there is none.
+
+    Raises:
+        OutputError: `path` exists but is not a report that `finally batch` wrote.
+    """
+    from finally_cli.errors import OutputError
+
+    if not path.exists():
+        return {}
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".json":
+            rows = json.loads(text)
+        else:
+            reader = csv.DictReader(io.StringIO(text))
+            rows = list(reader) if tuple(reader.fieldnames or ()) == REPORT_FIELDS else None
+    except (OSError, UnicodeDecodeError, ValueError):
+        rows = None
+    if not isinstance(rows, list) or not all(
+        isinstance(r, dict) and set(r) == set(REPORT_FIELDS) for r in rows
+    ):
+        raise OutputError(f"{path}: exists and is not a finally batch report; not replaced")
+    return {r["input"]: r for r in rows}
+
+
 def write_report(path: Path, rows: list[dict]) -> None:
     """CSV or JSON (by extension), written to a temporary file and renamed."""
-    tmp = path.with_name(f".{path.name}.part")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from finally_cli.audio.files import atomic_write_text
+
     if path.suffix.lower() == ".json":
-        tmp.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-    else:
-        with tmp.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=REPORT_FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
-    os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(rows, indent=2) + "\n")
+        return
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=REPORT_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())
 
 
 @handle_errors
+@engine_options()
 def batch(
     input_dir: Annotated[
         Path, typer.Argument(metavar="IN_DIR", help="Folder to scan recursively.")
     ],
     output_dir: Annotated[
-        Path, typer.Option("--output", "-o", help="Output folder (mirrors IN_DIR).")
+        Path,
+        typer.Option("--output", "-o", metavar="OUT_DIR", help="Output folder (mirrors IN_DIR)."),
     ],
     extensions: Annotated[
-        str, typer.Option("--ext", help="Comma-separated input extensions.")
-    ] = DEFAULT_EXTENSIONS,
+        str | None,
+        typer.Option(
+            "--ext",
+            metavar="EXT,...",
+            show_default=False,
+            help="Comma-separated input extensions \\[default: every format this machine "
+            "reads; m4a/mp4/mkv/webm... with ffmpeg].",
+        ),
+    ] = None,
     output_ext: Annotated[
-        str, typer.Option("--output-ext", help="Output extension, or 'keep'.")
+        str, typer.Option("--output-ext", metavar="EXT|keep", help="Output extension, or keep.")
     ] = ".wav",
     report: Annotated[
         Path | None,
         typer.Option(
-            help="Per-file report, .csv or .json \\[default: OUT_DIR/finally-report.csv]."
+            metavar="FILE",
+            show_default=False,
+            help="Per-file report, .csv or .json; re-runs keep earlier rows "
+            "\\[default: OUT_DIR/finally-report.csv].",
         ),
     ] = None,
     model: ModelOpt = DEFAULT_MODEL,
     revision: RevisionOpt = None,
     offline: OfflineOpt = False,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "fp32",
-    batch_size: BatchSizeOpt = "auto",
-    workers: WorkersOpt = "auto",
-    chunk_seconds: ChunkOpt = 10.24,
-    overlap_seconds: OverlapOpt = 1.0,
-    compile_model: CompileOpt = False,
-    sample_rate: SampleRateOpt = None,
-    channels: ChannelsOpt = "mix",
-    mix: MixOpt = 1.0,
-    subtype: SubtypeOpt = None,
-    overwrite: OverwriteOpt = False,
+    options: EnhancerOptions = None,  # type: ignore[assignment]  # made by engine_options
     quiet: QuietOpt = False,
 ) -> None:
     """Restore every audio file under IN_DIR; finished outputs are skipped, so re-runs resume.
@@ -114,40 +127,37 @@ def batch(
     Windows of many short files share batches. Under `accelerate launch` (or torchrun)
     each process takes its share of the files and its own GPU.
     """
+    from dataclasses import replace
+
+    from finally_cli.audio.files import find_audio, readable_extensions
     from finally_cli.audio.io import FORMATS, duration_seconds
-    from finally_cli.cli.options import parse_batch_size
-    from finally_cli.cli.progress import audio_progress
-    from finally_cli.inference.enhancer import Enhancer, EnhancerOptions, FileResult
 
     if not input_dir.is_dir():
         fail(f"{input_dir}: not a folder", 2)
     rank, world, local_rank = shard()
-    if device == "auto" and world > 1:
+    if options.device == "auto" and world > 1:
         import torch
 
         if torch.cuda.is_available():
             device = f"cuda:{local_rank % torch.cuda.device_count()}"
-    options = EnhancerOptions(
-        chunk_seconds=chunk_seconds,
-        overlap_seconds=overlap_seconds,
-        batch_size=parse_batch_size(batch_size),
-        workers=parse_batch_size(workers, "--workers"),
-        device=device,
-        precision=precision,
-        sample_rate=sample_rate,
-        channels=channels,
-        mix=mix,
-        subtype=subtype,
-        overwrite=overwrite,
-        compile=compile_model,
-    )
-    wanted = {e.strip().lower().lstrip(".") for e in extensions.split(",") if e.strip()}
-    exclude = output_dir.resolve() if output_dir.resolve() != input_dir.resolve() else None
-    inputs = find_inputs(input_dir, wanted, exclude)[rank::world]
+            options = replace(options, device=device)
+    wanted = readable_extensions()
+    if extensions is not None:
+        wanted = tuple("." + e.strip().lower().lstrip(".") for e in extensions.split(","))
+    exclude = output_dir if output_dir.resolve() != input_dir.resolve() else None
+    found = find_audio(input_dir, wanted, exclude)
+    not_read = found.ignored_summary()
+    if not found.files:
+        fail(f"{input_dir}: no audio files to enhance ({not_read or 'the folder is empty'})", 2)
+    inputs = found.files[rank::world]
     if output_ext != "keep" and not output_ext.startswith("."):
         output_ext = "." + output_ext
 
-    rows: list[dict] = []
+    report_path = report or output_dir / "finally-report.csv"
+    if world > 1:
+        report_path = report_path.with_name(f"{report_path.stem}.rank{rank}{report_path.suffix}")
+    earlier = read_report(report_path)
+    rows: dict[str, dict] = {}
     pairs = []
     for path in inputs:
         relative = path.relative_to(input_dir)
@@ -155,40 +165,50 @@ def batch(
         if ext not in FORMATS:
             ext = ".wav"
         target = output_dir / relative.with_suffix(ext)
-        if target.exists() and not overwrite:
-            rows.append(vars(FileResult(str(path), str(target), "skipped")))
+        if target.exists() and not options.overwrite:
+            before = earlier.get(str(path))
+            if before is not None and before["status"] == "ok" and before["output"] == str(target):
+                rows[str(path)] = before  # written by an earlier run: keep its result
+            else:
+                rows[str(path)] = {**dict.fromkeys(REPORT_FIELDS, ""), "input": str(path),
+                                   "output": str(target), "status": "skipped",
+                                   "duration": 0.0, "seconds": 0.0}  # fmt: skip
         else:
             pairs.append((path, target))
-
-    report_path = report or output_dir / "finally-report.csv"
-    if world > 1:
-        report_path = report_path.with_name(f"{report_path.stem}.rank{rank}{report_path.suffix}")
-    failed = 0
     try:
         if pairs:
-            enhancer = Enhancer.from_pretrained(model, options, revision=revision, offline=offline)
-            total = sum(duration_seconds(p) for p, _ in pairs)
-            with audio_progress(quiet) as bars:
-                task = bars.add_task("audio", total=total)
-                files_task = bars.add_task("files", total=len(pairs), unit="files")
-
-                def on_result(result: FileResult) -> None:
-                    rows.append(vars(result))
-                    bars.advance(files_task)
-                    if result.status == "failed":
-                        bars.console.print(f"[red]failed[/red] {result.error}", highlight=False)
-
-                enhancer.enhance_files(
-                    pairs, progress=lambda s: bars.advance(task, s), on_result=on_result
-                )
+            _enhance(pairs, model, revision, offline, options, quiet, rows, duration_seconds)
     finally:
-        write_report(report_path, rows)
-    failed = sum(1 for r in rows if r["status"] == "failed")
-    done = sum(1 for r in rows if r["status"] == "ok")
-    skipped = sum(1 for r in rows if r["status"] == "skipped")
-    typer.echo(f"{done} enhanced, {skipped} skipped, {failed} failed; report: {report_path}")
+        kept = {k: v for k, v in earlier.items() if k not in rows}
+        write_report(report_path, list(kept.values()) + list(rows.values()))
+    done = {str(path) for path, _ in pairs}
+    enhanced = sum(1 for key in done if rows[key]["status"] == "ok")
+    failed = sum(1 for key in done if rows[key]["status"] == "failed")
+    if not quiet:
+        summary = f"{enhanced} enhanced, {len(inputs) - len(pairs)} skipped, {failed} failed"
+        if not_read:
+            summary += f"; {not_read} not read"
+        typer.echo(f"{summary}; report: {report_path}")
     if failed:
-        for row in rows:
+        for row in rows.values():
             if row["status"] == "failed":
                 typer.echo(f"error: {row['error']}", err=True)
         raise typer.Exit(1)
+
+
+def _enhance(pairs, model, revision, offline, options, quiet, rows, duration) -> None:  # noqa: ANN001
+    """Run the enhancer over `pairs`, filling `rows` as files end (progress on stderr)."""
+    from finally_cli.cli.progress import audio_progress
+    from finally_cli.inference.enhancer import Enhancer
+
+    enhancer = Enhancer.from_pretrained(model, options, revision=revision, offline=offline)
+    total = sum(duration(p) for p, _ in pairs)
+    with audio_progress(quiet) as bars:
+        task = bars.add_task("audio", total=total)
+        files_task = bars.add_task("files", total=len(pairs), unit="files")
+
+        def on_result(result: object) -> None:
+            rows[result.input] = report_row(result)  # type: ignore[attr-defined]
+            bars.advance(files_task)
+
+        enhancer.enhance_files(pairs, progress=lambda s: bars.advance(task, s), on_result=on_result)

@@ -3,40 +3,34 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from finally_cli.cli.options import (
     DEFAULT_MODEL,
-    BatchSizeOpt,
-    ChunkOpt,
-    CompileOpt,
-    DeviceOpt,
     JsonOpt,
     ModelOpt,
     OfflineOpt,
-    OverlapOpt,
-    PrecisionOpt,
     RevisionOpt,
-    WorkersOpt,
+    engine_options,
     handle_errors,
-    parse_batch_size,
 )
+
+if TYPE_CHECKING:
+    from finally_cli.inference.options import EnhancerOptions
 
 
 @handle_errors
+@engine_options(
+    "device", "precision", "batch_size", "workers", "chunk_seconds", "overlap_seconds",
+    "compile_model",
+)  # fmt: skip
 def bench(
     model: ModelOpt = DEFAULT_MODEL,
     revision: RevisionOpt = None,
     offline: OfflineOpt = False,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "fp32",
-    batch_size: BatchSizeOpt = "auto",
-    workers: WorkersOpt = "auto",
-    chunk_seconds: ChunkOpt = 10.24,
-    overlap_seconds: OverlapOpt = 1.0,
-    compile_model: CompileOpt = False,
+    options: EnhancerOptions = None,  # type: ignore[assignment]  # made by engine_options
     seconds: Annotated[float, typer.Option(help="Seconds of synthetic 48 kHz audio.")] = 60.0,
     short_files: Annotated[
         int,
@@ -72,7 +66,6 @@ def bench(
     """RTF, throughput, peak memory and FLOPs of a model (random weights when none ship)."""
     from finally_cli.evaluation.baselines import check_baseline
     from finally_cli.inference.bench import bench_model, run_bench
-    from finally_cli.inference.enhancer import EnhancerOptions
 
     if seconds <= 0:
         from finally_cli.errors import ConfigError
@@ -80,15 +73,6 @@ def bench(
         raise ConfigError(f"--seconds {seconds}: must be > 0")
     for name in baseline or []:
         check_baseline(name, timed=True)
-    options = EnhancerOptions(
-        chunk_seconds=chunk_seconds,
-        overlap_seconds=overlap_seconds,
-        batch_size=parse_batch_size(batch_size),
-        workers=parse_batch_size(workers, "--workers"),
-        device=device,
-        precision=precision,
-        compile=compile_model,
-    )
     generator = bench_model(model, revision, offline)
     result = run_bench(generator, options, seconds, short_files, flops, baseline or [])
     if blocks:

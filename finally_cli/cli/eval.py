@@ -17,6 +17,7 @@ from finally_cli.cli.options import (
     RevisionOpt,
     fail,
     handle_errors,
+    parse_count,
 )
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 def evaluate(
     systems: Annotated[
         list[Path] | None,
-        typer.Argument(metavar="SYSTEM_DIR...", help="Folders of outputs to score."),
+        typer.Argument(metavar="SYSTEM_DIR", help="Folders of outputs to score."),
     ] = None,
     reference: Annotated[
         Path | None, typer.Option(help="Clean references, matched by relative path.")
@@ -71,7 +72,9 @@ def evaluate(
     work_dir: Annotated[Path, typer.Option(help="Where enhanced and baseline outputs go.")] = Path(
         "finally-eval"
     ),
-    workers: Annotated[int, typer.Option(help="Scoring processes \\[default: CPU count].")] = 0,
+    workers: Annotated[
+        str, typer.Option(metavar="auto|N", help="Scoring processes; auto: one per CPU core.")
+    ] = "auto",
     revision: RevisionOpt = None,
     offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
@@ -94,6 +97,7 @@ def evaluate(
     from finally_cli.evaluation.runner import audio_files, make_plan, run_plan
 
     chosen = parse_metrics(metrics)
+    processes = parse_count(workers, "--workers") or os.cpu_count() or 1
     if html_files < 0:
         fail(f"--html-files {html_files}: must be >= 0", 2)
     system_dirs: list[Path] = list(systems or [])
@@ -143,9 +147,7 @@ def evaluate(
     total = sum(1 for s in plan.systems for k in plan.keys if k in plan.files[s])
     with file_progress(quiet) as bars:
         task = bars.add_task("scoring", total=total)
-        rows, skipped = run_plan(
-            plan, chosen, workers or os.cpu_count() or 1, progress=lambda: bars.advance(task)
-        )
+        rows, skipped = run_plan(plan, chosen, processes, progress=lambda: bars.advance(task))
     for name, reason in skipped.items():
         console.print(f"{name}: n/a ({reason})", highlight=False)
     for row in rows:

@@ -8,9 +8,10 @@ from typing import Annotated
 
 import typer
 
+from finally_cli.cli.command import App
 from finally_cli.cli.options import JsonOpt, OfflineOpt, RevisionOpt, handle_errors
 
-app = typer.Typer(help="List, inspect, download and create models.", no_args_is_help=True)
+app = App(help="List, inspect, download and create models.", no_args_is_help=True)
 
 REIMPL_TRAINABLE_M = 143.7
 REIMPL_WAVLM_M = 315.0

@@ -91,7 +91,8 @@ def probe_features(
     if noise is not None:
         import soxr
 
-        from finally_cli.evaluation.runner import audio_files, load_mono
+        from finally_cli.audio.io import load_mono
+        from finally_cli.evaluation.runner import audio_files
 
         clips = []
         for path in audio_files(noise).values():

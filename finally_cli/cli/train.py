@@ -7,9 +7,14 @@ from typing import Annotated
 
 import typer
 
+from finally_cli.cli.command import App
 from finally_cli.cli.options import OfflineOpt, QuietOpt, RevisionOpt, fail, handle_errors
 
-app = typer.Typer(help="Train models and prepare what training needs.", invoke_without_command=True)
+app = App(
+    help="Train models and prepare what training needs.",
+    invoke_without_command=True,
+    subcommand_metavar="[COMMAND [ARGS]...]",
+)
 
 ConfigOpt = Annotated[
     str | None,
@@ -166,8 +171,9 @@ def ssl_stats(
     """Per-channel mean/std of clean speech at the conv encoder and every transformer layer."""
     import soxr
 
+    from finally_cli.audio.io import load_mono
     from finally_cli.cli.progress import audio_progress
-    from finally_cli.evaluation.runner import audio_files, load_mono
+    from finally_cli.evaluation.runner import audio_files
     from finally_cli.inference.device import pick_device
     from finally_cli.training.ssl_stats import save_statistics, ssl_statistics
 

@@ -109,7 +109,8 @@ def run_baseline(
     """
     import soundfile as sf
 
-    from finally_cli.evaluation.runner import load_mono
+    from finally_cli.audio.files import atomic_path
+    from finally_cli.audio.io import load_mono
 
     stamp = {
         "baseline": name,
@@ -127,10 +128,8 @@ def run_baseline(
         if not target.exists():
             audio, rate = load_mono(path)
             result, out_rate = RUNNERS[name](audio, rate)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.part")
-            sf.write(str(tmp), result, out_rate, subtype="FLOAT", format="WAV")
-            tmp.replace(target)
+            with atomic_path(target) as tmp:
+                sf.write(str(tmp), result, out_rate, subtype="FLOAT", format="WAV")
         if progress:
             progress()
     return out_dir

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from finally_cli.audio.files import atomic_write_text
 from finally_cli.errors import OutputError
 from finally_cli.evaluation import report_charts, report_page, spectrogram
 
@@ -66,7 +67,7 @@ def write_media(
     import soundfile as sf
     import soxr
 
-    from finally_cli.evaluation.runner import load_mono
+    from finally_cli.audio.io import load_mono
 
     media: dict[str, list[dict]] = {}
     for index, key in enumerate(keys):
@@ -204,7 +205,5 @@ def write_html_report(
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(staging, folder)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, html)
     return path

@@ -10,12 +10,11 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from finally_cli.errors import AudioError, ConfigError
+from finally_cli.audio.files import find_audio
+from finally_cli.audio.io import load_mono
+from finally_cli.errors import ConfigError
 from finally_cli.evaluation.metrics import Metric, unavailable_reason
 
-AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64"}
 LENGTH_TOLERANCE_SECONDS = 0.05
 
 
@@ -36,15 +35,10 @@ def audio_files(folder: Path) -> dict[str, Path]:
     """Relative path without extension → file, for every audio file under `folder`."""
     if not folder.is_dir():
         raise ConfigError(f"{folder}: not a folder")
-    found = {}
-    for path in sorted(folder.rglob("*")):
-        if (
-            path.is_file()
-            and path.suffix.lower() in AUDIO_EXTENSIONS
-            and not path.name.startswith(".")
-        ):
-            found[path.relative_to(folder).with_suffix("").as_posix()] = path
-    return found
+    return {
+        path.relative_to(folder).with_suffix("").as_posix(): path
+        for path in find_audio(folder).files
+    }
 
 
 def read_manifest(path: Path) -> dict[str, str]:
@@ -99,20 +93,6 @@ def unique_names(names: list[str]) -> list[str]:
             name += "'"
         out.append(name)
     return out
-
-
-def load_mono(path: Path) -> tuple[np.ndarray, int]:
-    import soundfile as sf
-
-    try:
-        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as err:
-        raise AudioError(f"{path}: cannot read: {err}") from err
-    if audio.shape[0] == 0:
-        raise AudioError(f"{path}: cannot read: no audio samples")
-    if not np.isfinite(audio).all():
-        raise AudioError(f"{path}: contains NaN/Inf samples")
-    return audio.mean(axis=1), int(rate)
 
 
 def score_file(

@@ -66,7 +66,7 @@ def count_flops(enhancer: Enhancer) -> int:
     """Forward FLOPs of one batch-1 window of the enhancer's chunk length."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    window = np.zeros((1, enhancer.chunk), dtype=np.float32)
+    window = np.zeros((1, enhancer.spec.window), dtype=np.float32)
     with FlopCounterMode(display=False) as counter:
         enhancer.run_windows(window)
     return int(counter.get_total_flops())
@@ -100,15 +100,15 @@ def run_bench(
         "threads": torch.get_num_threads(),
         "batch_size": enhancer.batch_size,
         "workers": enhancer.workers,
-        "chunk_seconds": enhancer.chunk / 16000,
-        "overlap_seconds": enhancer.overlap / 16000,
+        "chunk_seconds": enhancer.spec.window_seconds,
+        "overlap_seconds": enhancer.spec.overlap_seconds,
         "audio_seconds": seconds,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     with tempfile.TemporaryDirectory(prefix="finally-bench-") as tmp:
         folder = Path(tmp)
         warm = folder / "warmup.wav"
-        write_speechlike(warm, min(seconds, 2 * enhancer.chunk / 16000))
+        write_speechlike(warm, min(seconds, 2 * enhancer.spec.window_seconds))
         enhancer.enhance_file(warm, folder / "warmup_out.wav")
         if enhancer.device.type == "cuda":
             torch.cuda.synchronize(enhancer.device)
@@ -156,7 +156,7 @@ def run_bench(
             )
     if flops:
         window_flops = count_flops(enhancer)
-        window_seconds = enhancer.chunk / 16000
+        window_seconds = enhancer.spec.window_seconds
         result["flops_per_window"] = window_flops
         result["flops_per_audio_second"] = window_flops / window_seconds
         result["achieved_tflops"] = (window_flops / window_seconds) * seconds / elapsed / 1e12
@@ -169,8 +169,8 @@ def _time_baseline(name: str, source: Path, target: Path) -> float:
     The warm-up loads what a run loads once (onnxruntime sessions); what a peer must build per
     file (DeepFilterNet3's state, ≈ 0.4 s) stays in the timing.
     """
+    from finally_cli.audio.io import load_mono
     from finally_cli.evaluation.baselines import RUNNERS
-    from finally_cli.evaluation.runner import load_mono
 
     RUNNERS[name](np.zeros(BENCH_RATE, dtype=np.float32), BENCH_RATE)
     start = time.perf_counter()

@@ -1,58 +1,64 @@
-"""One input → one output: level pass, 16 kHz staging, overlap-add, gain/dry-wet, writing."""
+"""One input → one output: level pass, staging at the model rate, overlap-add, writing.
+
+A `FileJob` owns its life cycle: `prepare` (level pass, staging, plan, open the output),
+`consume` each window's output in order (it says when it is `complete`), then `finish` or
+`fail`, each of which returns the file's `FileResult`. The scheduler (`Enhancer`) only asks
+it for `WindowTask`s and hands their outputs back.
+"""
 
 from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soxr
 
-from finally_cli.audio.chunking import OverlapAdder, WindowPlan, mirror_indices, plan_windows
+from finally_cli.audio.chunking import OverlapAdder, WindowPlan, WindowSpec, mirror_indices
 from finally_cli.audio.level import LevelMeter
 from finally_cli.errors import AudioError
-from finally_cli.inference.sources import Sink, Source
-
-MODEL_RATE_IN = 16000
+from finally_cli.inference.options import EnhancerOptions, FileResult
+from finally_cli.inference.sources import Output, Sink, Source
 
 
 class Fifo:
-    """A queue of [frames, channels] blocks with exact-size pops."""
+    """A queue of [frames, channels] buffers with exact-size pops."""
 
     def __init__(self, channels: int) -> None:
         self.channels = channels
-        self.blocks: list[np.ndarray] = []
+        self.parts: list[np.ndarray] = []
         self.size = 0
 
-    def push(self, block: np.ndarray) -> None:
-        if block.shape[0]:
-            self.blocks.append(block)
-            self.size += block.shape[0]
+    def push(self, part: np.ndarray) -> None:
+        if part.shape[0]:
+            self.parts.append(part)
+            self.size += part.shape[0]
 
     def pop(self, frames: int) -> np.ndarray:
         frames = min(frames, self.size)
         out = np.zeros((frames, self.channels), dtype=np.float32)
         filled = 0
         while filled < frames:
-            block = self.blocks[0]
-            take = min(frames - filled, block.shape[0])
-            out[filled : filled + take] = block[:take]
+            part = self.parts[0]
+            take = min(frames - filled, part.shape[0])
+            out[filled : filled + take] = part[:take]
             filled += take
-            if take == block.shape[0]:
-                self.blocks.pop(0)
+            if take == part.shape[0]:
+                self.parts.pop(0)
             else:
-                self.blocks[0] = block[take:]
+                self.parts[0] = part[take:]
         self.size -= frames
         return out
 
 
-def to_tracks(block: np.ndarray, channels_mode: str) -> np.ndarray:
+def to_tracks(buffer: np.ndarray, channels_mode: str) -> np.ndarray:
     """[frames, channels] → [frames, tracks]: mean for "mix", unchanged for "each"."""
-    if channels_mode == "mix" and block.shape[1] > 1:
-        return block.mean(axis=1, keepdims=True, dtype=np.float32)
-    return block
+    if channels_mode == "mix" and buffer.shape[1] > 1:
+        return buffer.mean(axis=1, keepdims=True, dtype=np.float32)
+    return buffer
 
 
 class Resampler:
@@ -65,121 +71,146 @@ class Resampler:
                 rate_in, rate_out, channels, dtype="float32", quality="HQ"
             )
 
-    def __call__(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+    def __call__(self, buffer: np.ndarray, last: bool = False) -> np.ndarray:
         if self.stream is None:
-            return block
-        out = self.stream.resample_chunk(np.ascontiguousarray(block, dtype=np.float32), last=last)
-        return out.reshape(-1, block.shape[1])
+            return buffer
+        out = self.stream.resample_chunk(np.ascontiguousarray(buffer, dtype=np.float32), last=last)
+        return out.reshape(-1, buffer.shape[1])
+
+
+@dataclass(frozen=True)
+class WindowTask:
+    """One window of one track of one job: what the scheduler runs and hands back."""
+
+    job: FileJob
+    window: int
+    track: int
+    length: int  # input-rate samples the model runs on
+
+    def read(self, length: int | None = None) -> np.ndarray:
+        """The gained window [length] (longer lengths read more of the mirrored tail)."""
+        return self.job.read_window(self.window, self.track, length or self.length)
+
+    def hand_back(self, output: np.ndarray) -> float:
+        """Give the model's output (possibly padded) to the job; input seconds finalised."""
+        return self.job.consume(self, output)
+
+
+def _pairs(buffers: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, bool]]:
+    """(buffer, is_last) over a stream, one buffer of look-ahead."""
+    buffer = next(buffers, None)
+    while buffer is not None:
+        following = next(buffers, None)
+        yield buffer, following is None
+        buffer = following
 
 
 class FileJob:
-    """Enhances one source into one sink through windows run by a shared scheduler.
+    """Enhances one source into one output through windows run by a shared scheduler.
 
     Args:
         source: the input signal.
-        make_sink: called after the level pass with (sample_rate, channels).
-        channels_mode: "mix" or "each".
-        out_rate: output sample rate.
-        model_rate: the generator's output sample rate.
-        mix: wet share, 1 = enhanced only, 0 = input only.
-        chunk, overlap, edge, multiple: window plan parameters (16 kHz samples).
-        workdir: folder for the staged 16 kHz signal.
+        output: where the result goes; opened after the level pass.
+        spec: the model's window geometry.
+        options: channels, output rate and dry/wet mix of the run.
+        workdir: folder for the staged model-rate signal.
     """
 
     def __init__(
         self,
         source: Source,
-        make_sink: Callable[[int, int], Sink],
-        channels_mode: str,
-        out_rate: int,
-        model_rate: int,
-        mix: float,
-        chunk: int,
-        overlap: int,
-        edge: int,
-        multiple: int,
+        output: Output,
+        spec: WindowSpec,
+        options: EnhancerOptions,
         workdir: Path,
     ) -> None:
         self.source = source
-        self.make_sink = make_sink
-        self.channels_mode = channels_mode
-        self.tracks = 1 if channels_mode == "mix" else source.channels
-        self.out_rate = out_rate
-        self.model_rate = model_rate
-        self.factor = model_rate // MODEL_RATE_IN
-        self.mix = mix
-        self.chunk, self.overlap, self.edge, self.multiple = chunk, overlap, edge, multiple
+        self.output = output
+        self.spec = spec
+        self.channels_mode = options.channels
+        self.tracks = 1 if options.channels == "mix" else source.channels
+        self.out_rate = options.out_rate
+        self.mix = options.mix
         self.workdir = workdir
-        self.target = int(round(source.frames * out_rate / source.sample_rate))
+        self.frames = source.frames  # exact once `prepare` has read the source
         self.plan: WindowPlan | None = None
         self.sink: Sink | None = None
         self.gain = 1.0
         self.failed = False
-        self.finished = False
+        self.complete = False  # every window consumed: ready to finish
         self.started = time.perf_counter()
-        self.seconds = 0.0
-        self._staged: int | None = None
         self._stage_path: Path | None = None
+
+    @property
+    def target(self) -> int:
+        """Output frames: round(frames · out_rate / in_rate)."""
+        return int(round(self.frames * self.out_rate / self.source.sample_rate))
+
+    @property
+    def input_seconds(self) -> float:
+        return self.frames / self.source.sample_rate
 
     # -- pass 1 -----------------------------------------------------------------------
     def prepare(self) -> None:
-        """Level pass + resampling to 16 kHz into a memory-mapped staging file."""
+        """Level pass + resampling to the model rate into a staging file; opens the output."""
         self.started = time.perf_counter()
         meter = LevelMeter(self.source.sample_rate)
-        resampler = Resampler(self.source.sample_rate, MODEL_RATE_IN, self.tracks)
+        resampler = Resampler(self.source.sample_rate, self.spec.input_rate, self.tracks)
         handle = tempfile.NamedTemporaryFile(dir=self.workdir, suffix=".f32", delete=False)
         self._stage_path = Path(handle.name)
         staged = 0
         position = 0
         with handle:
-            blocks = self.source.blocks()
-            block = next(blocks, None)
-            while block is not None:
-                following = next(blocks, None)
-                if not np.isfinite(block).all():
-                    bad = int(np.argmax(~np.isfinite(block).all(axis=1)))
+            for buffer, last in _pairs(self.source.buffers()):
+                if not np.isfinite(buffer).all():
+                    bad = int(np.argmax(~np.isfinite(buffer).all(axis=1)))
                     at = (position + bad) / self.source.sample_rate
                     raise AudioError(
                         f"{self.source.name}: contains NaN/Inf samples "
                         f"(first at {at:.3f} s); refusing to process it"
                     )
-                position += block.shape[0]
-                meter.update(block.mean(axis=1))
-                meter.peak = max(meter.peak, float(np.abs(block).max()))
-                out = resampler(to_tracks(block, self.channels_mode), last=following is None)
+                position += buffer.shape[0]
+                meter.update(buffer.mean(axis=1))
+                meter.peak = max(meter.peak, float(np.abs(buffer).max()))
+                out = resampler(to_tracks(buffer, self.channels_mode), last=last)
                 handle.write(np.ascontiguousarray(out, dtype=np.float32).tobytes())
                 staged += out.shape[0]
-                block = following
-            if staged == 0:  # fewer input samples than one 16 kHz sample
+            if position == 0:
+                raise AudioError(f"{self.source.name}: cannot read: no audio samples")
+            if staged == 0:  # fewer input samples than one model-rate sample
                 handle.write(np.zeros((1, self.tracks), dtype=np.float32).tobytes())
                 staged = 1
+        self.frames = position
         self.gain = meter.gain()
-        self._staged = staged
-        self.plan = plan_windows(staged, self.chunk, self.overlap, self.edge, self.multiple)
-        self.adder = OverlapAdder(self.plan, self.factor, self.tracks)
-        self.wet_resampler = Resampler(self.model_rate, self.out_rate, self.tracks)
-        self.wet = Fifo(self.tracks)
-        self.dry = Fifo(self.tracks)
-        self._dry_blocks: Iterator[np.ndarray] | None = None
+        self.plan = self.spec.plan(staged)
+        self._adder = OverlapAdder(self.plan, self.spec.factor, self.tracks)
+        self._wet_resampler = Resampler(self.spec.output_rate, self.out_rate, self.tracks)
+        self._wet = Fifo(self.tracks)
+        self._dry = Fifo(self.tracks)
+        self._dry_stream: Iterator[np.ndarray] | None = None
         if self.mix < 1.0:
-            self._dry_blocks = self._dry_stream()
-        self.written = 0
-        self.sink = self.make_sink(self.out_rate, self.tracks)
+            self._dry_stream = self._dry_buffers()
+        self._written = 0
+        self.sink = self.output.open(self.out_rate, self.tracks)
 
-    def items(self) -> Iterator[tuple[int, int]]:
-        assert self.plan is not None
-        for window in range(self.plan.count):
+    def tasks(self) -> Iterator[WindowTask]:
+        """The windows to run, in the order `consume` needs them (tracks within a window)."""
+        if self.plan is None:
+            raise RuntimeError("FileJob.tasks() before prepare()")
+        for window, length in enumerate(self.plan.lengths):
             for track in range(self.tracks):
-                yield window, track
+                yield WindowTask(self, window, track, length)
 
     def read_window(self, window: int, track: int, length: int) -> np.ndarray:
-        """Gained 16 kHz samples of a window, mirrored past the signal ends."""
-        assert self.plan is not None and self._staged is not None
-        start = self.plan.starts[window] - self.plan.edge
+        """Gained model-rate samples of a window, mirrored past the signal ends."""
+        plan = self.plan
+        if plan is None or self._stage_path is None:
+            raise RuntimeError("FileJob.read_window() outside prepare()..finish()")
+        start = plan.starts[window] - plan.edge
         indices = np.arange(start, start + length)
-        inside = (indices >= 0) & (indices < self.plan.samples)
+        inside = (indices >= 0) & (indices < plan.samples)
         if not inside.all():
-            indices = mirror_indices(indices, self.plan.samples)
+            indices = mirror_indices(indices, plan.samples)
         first, last = int(indices.min()), int(indices.max())
         # Plain reads, not a memory map: mapped pages would count towards RSS and grow
         # with the file length.
@@ -193,73 +224,80 @@ class FileJob:
         return data * np.float32(self.gain)
 
     # -- pass 2 -----------------------------------------------------------------------
-    def consume(self, window: int, track: int, output: np.ndarray) -> float:
-        """Take one window's model output; returns input seconds newly finalised."""
-        final = self.adder.add(window, track, output)  # [tracks, frames] at model rate
+    def consume(self, task: WindowTask, output: np.ndarray) -> float:
+        """Take one window's model output (extra padded samples are cut); returns input
+        seconds newly finalised. Sets `complete` after the last window's last track."""
+        assert self.plan is not None
+        output = output[: task.length * self.spec.factor]
+        final = self._adder.add(task.window, task.track, output)  # [tracks, frames]
         if final.shape[1]:
             wet = final.T / np.float32(self.gain)
-            self._push(self.wet_resampler(wet))
-        return final.shape[1] / self.model_rate
+            self._push(self._wet_resampler(wet))
+        if task.window == self.plan.count - 1 and task.track == self.tracks - 1:
+            self.complete = self._adder.done
+        return final.shape[1] / self.spec.output_rate
 
-    def _dry_stream(self) -> Iterator[np.ndarray]:
+    def _dry_buffers(self) -> Iterator[np.ndarray]:
         resampler = Resampler(self.source.sample_rate, self.out_rate, self.tracks)
-        blocks = self.source.blocks()
-        block = next(blocks, None)
-        while block is not None:
-            following = next(blocks, None)
-            yield resampler(to_tracks(block, self.channels_mode), last=following is None)
-            block = following
+        for buffer, last in _pairs(self.source.buffers()):
+            yield resampler(to_tracks(buffer, self.channels_mode), last=last)
 
     def _push(self, wet: np.ndarray, flush: bool = False) -> None:
-        self.wet.push(wet)
-        if self._dry_blocks is not None:
-            while self.dry.size < self.wet.size or flush:
-                block = next(self._dry_blocks, None)
-                if block is None:
+        self._wet.push(wet)
+        if self._dry_stream is not None:
+            while self._dry.size < self._wet.size or flush:
+                buffer = next(self._dry_stream, None)
+                if buffer is None:
                     break
-                self.dry.push(block)
-            frames = self.wet.size if flush else min(self.wet.size, self.dry.size)
-            wet_part = self.wet.pop(frames)
-            dry_part = self.dry.pop(frames)
+                self._dry.push(buffer)
+            frames = self._wet.size if flush else min(self._wet.size, self._dry.size)
+            wet_part = self._wet.pop(frames)
+            dry_part = self._dry.pop(frames)
             if dry_part.shape[0] < frames:
                 dry_part = np.pad(dry_part, ((0, frames - dry_part.shape[0]), (0, 0)))
             out = self.mix * wet_part + (1.0 - self.mix) * dry_part
         else:
-            out = self.wet.pop(self.wet.size)
+            out = self._wet.pop(self._wet.size)
         self._write(out)
 
-    def _write(self, block: np.ndarray) -> None:
+    def _write(self, part: np.ndarray) -> None:
         assert self.sink is not None
-        block = block[: max(0, self.target - self.written)]
-        if block.shape[0]:
-            self.sink.write(block)
-            self.written += block.shape[0]
+        part = part[: max(0, self.target - self._written)]
+        if part.shape[0]:
+            self.sink.write(part)
+            self._written += part.shape[0]
 
-    def finish(self) -> None:
-        """Flush resamplers, pad/trim to the exact output length, commit the sink."""
-        assert self.sink is not None
-        tail = self.wet_resampler(np.zeros((0, self.tracks), dtype=np.float32), last=True)
+    # -- the end --------------------------------------------------------------------------
+    def finish(self) -> FileResult:
+        """Flush resamplers, pad/trim to the exact output length, commit the output.
+
+        Raises:
+            FinallyError: the output cannot be written (call `fail` then).
+        """
+        assert self.sink is not None and self.complete
+        tail = self._wet_resampler(np.zeros((0, self.tracks), dtype=np.float32), last=True)
         self._push(tail, flush=True)
-        if self.written < self.target:
-            self._write(np.zeros((self.target - self.written, self.tracks), dtype=np.float32))
+        if self._written < self.target:
+            self._write(np.zeros((self.target - self._written, self.tracks), np.float32))
         self.sink.commit()
-        self.finished = True
-        self.seconds = time.perf_counter() - self.started
-        self.cleanup()
+        self._cleanup()
+        return self._result("ok")
 
-    def fail(self) -> None:
+    def fail(self, error: BaseException | str = "") -> FileResult:
+        """Discard any partial output and the staging file; idempotent."""
         self.failed = True
         if self.sink is not None:
             self.sink.discard()
-        self.seconds = time.perf_counter() - self.started
-        self.cleanup()
+        self._cleanup()
+        return self._result("failed", str(error))
 
-    def cleanup(self) -> None:
-        self._staged = None
+    def _result(self, status: str, error: str = "") -> FileResult:
+        seconds = time.perf_counter() - self.started
+        return FileResult(
+            self.source.name, self.output.name, status, self.input_seconds, seconds, error
+        )
+
+    def _cleanup(self) -> None:
         if self._stage_path is not None:
             self._stage_path.unlink(missing_ok=True)
             self._stage_path = None
-
-    @property
-    def input_seconds(self) -> float:
-        return self.source.frames / self.source.sample_rate

@@ -139,8 +139,9 @@ def hardware_floor(model: FinallyGenerator, bench: dict) -> dict:
     from finally_cli.inference.device import PRECISIONS
 
     device = torch.device(bench["device"])
-    samples = int(round(bench["chunk_seconds"] * 16000))
-    window_seconds = samples / 16000
+    rate = model.config.input_sample_rate
+    samples = int(round(bench["chunk_seconds"] * rate))
+    window_seconds = samples / rate
     costs = block_costs(model, samples, 1, device, bench["precision"])
     dtype = PRECISIONS[bench["precision"]]
     peak = matmul_rate(device, dtype if device.type == "cuda" else torch.float32)

@@ -8,7 +8,14 @@ from typing import Protocol
 
 import numpy as np
 
-from finally_cli.audio.io import BLOCK_FRAMES, AtomicWriter, AudioInfo, probe, read_blocks
+from finally_cli.audio.io import (
+    BUFFER_FRAMES,
+    AtomicWriter,
+    AudioInfo,
+    OutputFile,
+    read_buffers,
+    read_info,
+)
 from finally_cli.errors import AudioError
 
 
@@ -16,25 +23,25 @@ class Source(Protocol):
     name: str
     sample_rate: int
     channels: int
-    frames: int
+    frames: int  # may be an estimate (ffmpeg); the job counts the exact number
 
-    def blocks(self) -> Iterator[np.ndarray]:
-        """Yield float32 blocks [frames, channels]; may be called more than once."""
+    def buffers(self) -> Iterator[np.ndarray]:
+        """Yield float32 buffers [frames, channels]; may be called more than once."""
         ...
 
 
 class FileSource:
-    """An audio file read in blocks with soundfile (probed on construction)."""
+    """An audio file read in buffers (its header is checked on construction)."""
 
     def __init__(self, path: str | Path) -> None:
-        self.info: AudioInfo = probe(path)
+        self.info: AudioInfo = read_info(path)
         self.name = str(path)
         self.sample_rate = self.info.sample_rate
         self.channels = self.info.channels
         self.frames = self.info.frames
 
-    def blocks(self) -> Iterator[np.ndarray]:
-        return read_blocks(self.info)
+    def buffers(self) -> Iterator[np.ndarray]:
+        return read_buffers(self.info)
 
 
 class ArraySource:
@@ -56,9 +63,9 @@ class ArraySource:
         self.sample_rate = int(sample_rate)
         self.frames, self.channels = audio.shape
 
-    def blocks(self) -> Iterator[np.ndarray]:
-        for start in range(0, self.frames, BLOCK_FRAMES):
-            yield self.audio[start : start + BLOCK_FRAMES]
+    def buffers(self) -> Iterator[np.ndarray]:
+        for start in range(0, self.frames, BUFFER_FRAMES):
+            yield self.audio[start : start + BUFFER_FRAMES]
 
 
 class Sink(Protocol):
@@ -67,12 +74,36 @@ class Sink(Protocol):
     def discard(self) -> None: ...
 
 
+class Output(Protocol):
+    """Where a job's result goes: named for reports, opened once the rate is known."""
+
+    name: str
+
+    def open(self, sample_rate: int, channels: int) -> Sink: ...
+
+
+class FileOutput:
+    """A checked output file, written atomically (`AtomicWriter`)."""
+
+    def __init__(self, target: OutputFile) -> None:
+        self.target = target
+        self.name = target.name
+
+    def open(self, sample_rate: int, channels: int) -> AtomicWriter:
+        return AtomicWriter(self.target, sample_rate, channels)
+
+
 class ArraySink:
     """Collects the output in memory (for `Enhancer.enhance_array`)."""
+
+    name = "<array>"
 
     def __init__(self) -> None:
         self.parts: list[np.ndarray] = []
         self.result: np.ndarray | None = None
+
+    def open(self, sample_rate: int, channels: int) -> ArraySink:
+        return self
 
     def write(self, block: np.ndarray) -> None:
         self.parts.append(np.asarray(block, dtype=np.float32))
@@ -82,9 +113,3 @@ class ArraySink:
 
     def discard(self) -> None:
         self.parts = []
-
-
-def file_sink(
-    path: Path, sample_rate: int, channels: int, subtype: str | None, overwrite: bool
-) -> AtomicWriter:
-    return AtomicWriter(path, sample_rate, channels, subtype, overwrite)

@@ -43,12 +43,13 @@ def from_folders(root: Path, segment_seconds: float) -> GroupSet:
     """One sub-folder per group; every audio file in it is one member."""
     import soxr
 
-    from finally_cli.evaluation.runner import AUDIO_EXTENSIONS, load_mono
+    from finally_cli.audio.files import find_audio
+    from finally_cli.audio.io import load_mono
 
     samples = int(round(segment_seconds * SAMPLE_RATE))
     segments, labels, names = [], [], []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+        files = find_audio(folder).files
         if len(files) < 2:
             continue
         names.append(folder.name)
@@ -168,14 +169,14 @@ def recorded_word_takes(root: Path, language: str) -> dict[str, list[Path]]:
     """
     import hashlib
 
-    from finally_cli.evaluation.runner import AUDIO_EXTENSIONS
+    from finally_cli.audio.files import SOUNDFILE_EXTENSIONS
 
     folder = root / language
     if not folder.is_dir():
         raise ConfigError(f"{folder}: no recorded words (apt install ktuberling-data)")
     takes: dict[str, dict[str, Path]] = {}
     for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in AUDIO_EXTENSIONS:
+        if path.suffix.lower() in SOUNDFILE_EXTENSIONS:
             word = path.stem.split("_", 1)[-1]
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
             takes.setdefault(word, {}).setdefault(digest, path)
@@ -200,7 +201,7 @@ def from_recorded_words(
     """
     import soxr
 
-    from finally_cli.evaluation.runner import load_mono
+    from finally_cli.audio.io import load_mono
 
     words = recorded_word_takes(root, language)
     if len(words) < 2:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from finally_cli.audio.mixing import mix_at_snr
+
 
 def clustering_rule(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, float]:
     """K-means with K = number of groups; Rand index and adjusted Rand index vs the groups."""
@@ -18,15 +20,6 @@ def clustering_rule(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> 
         "rand_index": float(rand_score(labels, predicted)),
         "adjusted_rand_index": float(adjusted_rand_score(labels, predicted)),
     }
-
-
-def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
-    clean_power = np.mean(clean.astype(np.float64) ** 2)
-    noise_power = np.mean(noise.astype(np.float64) ** 2)
-    if clean_power <= 0 or noise_power <= 0:
-        return clean.copy()
-    scale = np.sqrt(clean_power / (noise_power * 10 ** (snr_db / 10)))
-    return (clean + scale * noise).astype(np.float32)
 
 
 def noisy_copies(

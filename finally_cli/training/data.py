@@ -13,12 +13,12 @@ import soundfile as sf
 import soxr
 import torch
 
+from finally_cli.audio.files import find_audio
 from finally_cli.audio.level import LevelMeter
 from finally_cli.errors import ConfigError
 from finally_cli.training.degradations import RATE, DegradationConfig, Degrader, Sources
 
 log = logging.getLogger(__name__)
-AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64"}
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,7 @@ def index_folders(folders: tuple[str, ...] | list[str], what: str) -> list[Clip]
         root = Path(folder)
         if not root.is_dir():
             raise ConfigError(f"data.{what}: {root} is not a folder")
-        for path in sorted(root.rglob("*")):
-            if path.suffix.lower() not in AUDIO_EXTENSIONS or not path.is_file():
-                continue
+        for path in find_audio(root).files:
             try:
                 info = sf.info(str(path))
             except (sf.LibsndfileError, RuntimeError) as err:

@@ -10,6 +10,7 @@ import soundfile as sf
 import soxr
 from scipy import signal
 
+from finally_cli.audio.mixing import mix_at_snr
 from finally_cli.errors import ConfigError
 
 RATE = 48000
@@ -71,15 +72,6 @@ class Sources:
     noises: list[np.ndarray] = field(default_factory=list)  # 48 kHz mono
     rooms: list[np.ndarray] = field(default_factory=list)  # room IRs at 48 kHz
     mics: list[np.ndarray] = field(default_factory=list)  # microphone IRs at 48 kHz
-
-
-def mix_noise(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
-    """Add `noise` scaled so that 10·log10(P_clean / P_noise) = snr_db."""
-    noise = np.resize(noise, clean.size)
-    p_clean, p_noise = np.mean(clean**2), np.mean(noise**2)
-    if p_clean <= 0 or p_noise <= 0:
-        return clean
-    return clean + noise * np.sqrt(p_clean / (p_noise * 10 ** (snr_db / 10)))
 
 
 def synthetic_noise(rng: np.random.Generator, samples: int) -> np.ndarray:
@@ -223,7 +215,7 @@ class Degrader:
             noise = np.resize(noise, audio.size)
             scale = np.sqrt(np.mean(noise**2) / max(np.mean(other**2), 1e-12))
             noise = noise + other * scale * 10 ** (-rng.uniform(0, 10) / 20)
-        return mix_noise(audio, noise, snr), f"noise{snr:.0f}dB"
+        return mix_at_snr(audio, noise, snr), f"noise{snr:.0f}dB"
 
     def _room(self, audio: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
         if self.sources.rooms:

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from finally_cli.audio.mixing import mix_at_snr
 from finally_cli.training.data import active_db, index_folders, read_mono
-from finally_cli.training.degradations import RATE, apply_ir, band_limit, clip, mix_noise
+from finally_cli.training.degradations import RATE, apply_ir, band_limit, clip
 
 CONDITIONS = (
     "noise_0dB",
@@ -80,9 +81,9 @@ def degrade(
         return clip_[start : start + clean.size]
 
     if condition.startswith("noise_"):
-        return mix_noise(clean, noise(), float(condition[6:-2]))
+        return mix_at_snr(clean, noise(), float(condition[6:-2]))
     if condition == "reverb_noise":
-        return mix_noise(apply_ir(clean, rooms[rng.integers(len(rooms))]), noise(), 10.0)
+        return mix_at_snr(apply_ir(clean, rooms[rng.integers(len(rooms))]), noise(), 10.0)
     if condition == "lowpass_8k":
         return band_limit(clean, 8000)
     if condition == "mp3_24k":
@@ -90,7 +91,7 @@ def degrade(
     if condition == "clipping":
         return clip(clean, 12.0)
     if condition == "babble":
-        return mix_noise(clean, babbles[rng.integers(len(babbles))], 5.0)
+        return mix_at_snr(clean, babbles[rng.integers(len(babbles))], 5.0)
     raise ValueError(f"unknown condition {condition!r}")
 
 

@@ -1,0 +1,98 @@
+"""Audio file names and folders: the extensions we read, folder discovery, atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Read by libsndfile (soundfile).
+SOUNDFILE_EXTENSIONS = (
+    ".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf",
+)  # fmt: skip
+# Read through ffmpeg when it is installed: AAC/ALAC in MP4 containers, and the audio
+# track of videos.
+FFMPEG_EXTENSIONS = (".m4a", ".m4b", ".aac", ".mp4", ".mov", ".mkv", ".webm", ".wma", ".3gp")
+
+
+def ffmpeg_available() -> bool:
+    return shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
+
+
+def readable_extensions() -> tuple[str, ...]:
+    """Every extension this machine can decode (ffmpeg's only when ffmpeg is installed)."""
+    return SOUNDFILE_EXTENSIONS + (FFMPEG_EXTENSIONS if ffmpeg_available() else ())
+
+
+@dataclass
+class Found:
+    """What a folder scan found: the audio files, and how many others it passed over.
+
+    Attributes:
+        files: matching files, sorted.
+        ignored: extension (or "(none)") → count of visible files not read.
+    """
+
+    files: list[Path] = field(default_factory=list)
+    ignored: Counter = field(default_factory=Counter)
+
+    def ignored_summary(self) -> str:
+        """e.g. "3 other files (2 .txt, 1 .m4a)"; "" when nothing was passed over."""
+        total = sum(self.ignored.values())
+        if not total:
+            return ""
+        kinds = ", ".join(f"{n} {ext}" for ext, n in self.ignored.most_common())
+        return f"{total} other file{'s' if total != 1 else ''} ({kinds})"
+
+
+def find_audio(
+    root: Path, extensions: Iterable[str] = SOUNDFILE_EXTENSIONS, exclude: Path | None = None
+) -> Found:
+    """Visible files under `root` (recursive, sorted) whose extension is in `extensions`.
+
+    Hidden files (a leading dot, e.g. our own `.name.part` temporaries) are skipped silently;
+    anything under `exclude` (e.g. an output folder inside the input folder) is skipped.
+    """
+    wanted = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
+    excluded = exclude.resolve() if exclude is not None else None
+    found = Found()
+    for path in sorted(root.rglob("*")):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        if excluded is not None and excluded in path.resolve().parents:
+            continue
+        if path.suffix.lower() in wanted:
+            found.files.append(path)
+        else:
+            found.ignored[path.suffix.lower() or "(none)"] += 1
+    return found
+
+
+def temporary_name(path: Path) -> Path:
+    """The hidden file beside `path` that a write goes to before it is renamed."""
+    return path.with_name(f".{path.name}.{os.getpid()}.part")
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it over `path` when the block succeeds.
+
+    On any error (or Ctrl-C) the temporary file is removed, so `path` either keeps its old
+    content or gets the complete new one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
