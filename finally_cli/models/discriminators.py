@@ -43,7 +43,7 @@ class STFTDiscriminator(nn.Module):
     ) -> None:
         super().__init__()
         self.n_fft, self.hop = n_fft, hop
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.register_buffer("window", torch.hann_window(n_fft, device="cpu"), persistent=False)
         self.convs = nn.ModuleList([wn(nn.Conv2d(2, filters, kernel, padding=_same(kernel)))])
         channels = filters
         for i, dilation in enumerate(dilations):

@@ -39,7 +39,9 @@ class LogMel(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
+        # On the CPU even in a meta-device context (parameter counts): a meta hann_window
+        # goes through a decomposition that imports torch._dynamo (~2 s of start-up).
+        self.register_buffer("window", torch.hann_window(N_FFT, device="cpu"), persistent=False)
         self.register_buffer("mel_basis", torch.from_numpy(mel_filter_bank().T), persistent=False)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:

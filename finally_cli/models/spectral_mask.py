@@ -30,7 +30,7 @@ class SpectralMaskNet(nn.Module):
         super().__init__()
         self.unet = MultiScaleUNet(2, channels, channels, tuple(block_widths), block_depth, 2, 3)
         self.skip = identity_conv1x1(channels)
-        self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
+        self.register_buffer("window", torch.hann_window(N_FFT, device="cpu"), persistent=False)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         # features: [batch, channels, samples]

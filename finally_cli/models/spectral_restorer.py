@@ -67,7 +67,7 @@ class SpectralRestorer(nn.Module):
         self.n_fft, self.hop = n_fft, hop
         self.df_bins, self.df_order, self.df_lookahead = df_bins, df_order, df_lookahead
         self.compression, self.max_gain = compression, max_gain
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.register_buffer("window", torch.hann_window(n_fft, device="cpu"), persistent=False)
         self.register_buffer("erb", erb_filterbank(n_fft, 16000, erb_bands), persistent=False)
         features = erb_bands + 2 * df_bins
         self.encoder = nn.Sequential(
