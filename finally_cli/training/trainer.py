@@ -45,11 +45,11 @@ class Trainer:
 
         self.config = config
         self.run_dir = Path(run_dir)
-        self._check_run_dir(resume)
         cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
         self.accelerator = Accelerator(
             cpu=cpu, mixed_precision=config.precision, gradient_accumulation_steps=config.grad_accum
         )
+        self._check_run_dir(resume)
         torch.manual_seed(config.seed)
         self.generator = build_generator(config)
         self.lmos = build_lmos(config, self.generator)
@@ -136,8 +136,12 @@ class Trainer:
                 f"{self.run_dir}: holds checkpoints; pass --resume to continue "
                 "or choose another --run-dir"
             )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        saved.write_text(json.dumps(self.config.to_dict(), indent=2))
+        # Every process checks before the main one writes (else the others would find
+        # its config.json); only the main process writes into the run folder.
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            saved.write_text(json.dumps(self.config.to_dict(), indent=2))
 
     def _check_features(self, resume: bool) -> None:
         """Record the LMOS feature space `auto` resolved to; refuse to resume in another one
@@ -176,6 +180,16 @@ class Trainer:
         if self.discriminator is not None:
             modules["discriminator"] = self.discriminator
         state = ckpt.load_checkpoint(found[-1], modules, self._optimizers())
+        saved, world = state.get("num_processes"), self.accelerator.num_processes
+        if saved is not None and saved != world:
+            # The global batch (batch_size × grad_accum × processes) and each process's
+            # share of the pair stream depend on the process count: another count would
+            # not continue the run that was saved.
+            raise ConfigError(
+                f"{self.run_dir}: {found[-1].name} was trained by {saved} process"
+                f"{'es' if saved > 1 else ''}, this launch has {world}; resume with "
+                f"{saved} (the global batch and the pair order depend on it) or start a new run"
+            )
         self.step = int(state["step"])
         self.best = float(state.get("best", -math.inf))
         log.info("resumed %s at step %d", found[-1], self.step)
@@ -302,7 +316,7 @@ class Trainer:
                 for _ in range(cfg.grad_accum):
                     batch = next(loader)
                     batches.append({k: v.to(acc.device) for k, v in batch.items()})
-                logs = self.train_step(batches)
+                logs = self._mean_over_processes(self.train_step(batches))
                 if not math.isfinite(logs["loss_g"]) or not math.isfinite(logs["grad_norm_g"]):
                     kept = ckpt.checkpoints(self.run_dir)
                     raise TrainingError(
@@ -334,6 +348,17 @@ class Trainer:
                 self.writer.flush()
         return self.step
 
+    def _mean_over_processes(self, logs: dict[str, float]) -> dict[str, float]:
+        """Losses of the global batch: each process's values averaged (they differ, having seen
+        different pairs; the gradient norm and learning rate are already the same everywhere).
+        Every process then takes the same decisions, e.g. stopping on a non-finite loss."""
+        if self.accelerator.num_processes == 1:
+            return logs
+        keys = sorted(logs)
+        local = torch.tensor([logs[k] for k in keys], dtype=torch.float64)
+        mean = self.accelerator.reduce(local.to(self.accelerator.device), reduction="mean")
+        return dict(zip(keys, mean.cpu().tolist()))
+
     def _log(self, logs: dict[str, float], metrics) -> None:  # noqa: ANN001
         if metrics is None:
             return
@@ -353,7 +378,14 @@ class Trainer:
             json.dumps(generator.config.to_dict(), indent=2)
         )
         ckpt.save_checkpoint(
-            folder, self._modules(), self._optimizers(), {"step": self.step, "best": self.best}
+            folder,
+            self._modules(),
+            self._optimizers(),
+            {
+                "step": self.step,
+                "best": self.best,
+                "num_processes": self.accelerator.num_processes,
+            },
         )
         ckpt.prune(self.run_dir, self.config.keep_checkpoints)
         return folder
