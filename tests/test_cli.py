@@ -279,19 +279,20 @@ def test_batch_mirrors_tree_reports_failures_and_resumes(tmp_path: Path, tiny_di
     ]
 
 
-def test_batch_shards_under_accelerate(
+def test_batch_world_without_a_launcher_is_a_usage_error(
     tmp_path: Path, tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Sharding itself runs under a real 2-process launch in test_distributed.py.
     src = tmp_path / "in"
     src.mkdir()
-    for i in range(4):
-        write(src / f"{i}.wav", speechlike(0.5, 16000, seed=i), 16000)
+    write(src / "0.wav", speechlike(0.5, 16000), 16000)
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
     result = invoke("batch", src, "-o", tmp_path / "out", "--model", tiny_dir, "--device", "cpu")
-    assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "out").glob("*.wav")) == ["1.wav", "3.wav"]
-    assert (tmp_path / "out" / "finally-report.rank1.csv").is_file()
+    assert result.exit_code == 2
+    assert_one_line_error(result, "MASTER_ADDR")
+    assert not (tmp_path / "out").exists()
 
 
 def test_models_create_list_info(tmp_path: Path) -> None:

@@ -125,16 +125,18 @@ def batch(
     """Restore every audio file under IN_DIR; finished outputs are skipped, so re-runs resume.
 
     Windows of many short files share batches. Under `accelerate launch` (or torchrun)
-    each process takes its share of the files and its own GPU.
+    each process takes every N-th file and its own GPU; rank 0 writes the one report.
     """
     from dataclasses import replace
 
     from finally_cli.audio.files import find_audio, readable_extensions
     from finally_cli.audio.io import FORMATS, duration_seconds
+    from finally_cli.cli.shards import ShardGroup, merge_shards, write_shard
 
     if not input_dir.is_dir():
         fail(f"{input_dir}: not a folder", 2)
     rank, world, local_rank = shard()
+    group = ShardGroup(rank, world) if world > 1 else None
     if options.device == "auto" and world > 1:
         import torch
 
@@ -154,8 +156,6 @@ def batch(
         output_ext = "." + output_ext
 
     report_path = report or output_dir / "finally-report.csv"
-    if world > 1:
-        report_path = report_path.with_name(f"{report_path.stem}.rank{rank}{report_path.suffix}")
     earlier = read_report(report_path)
     rows: dict[str, dict] = {}
     pairs = []
@@ -179,20 +179,37 @@ def batch(
         if pairs:
             _enhance(pairs, model, revision, offline, options, quiet, rows, duration_seconds)
     finally:
-        kept = {k: v for k, v in earlier.items() if k not in rows}
-        write_report(report_path, list(kept.values()) + list(rows.values()))
+        if group is None:
+            kept = {k: v for k, v in earlier.items() if k not in rows}
+            write_report(report_path, list(kept.values()) + list(rows.values()))
+        else:  # also when interrupted: a record of what this rank finished
+            write_shard(report_path, rank, list(rows.values()))
     done = {str(path) for path, _ in pairs}
-    enhanced = sum(1 for key in done if rows[key]["status"] == "ok")
-    failed = sum(1 for key in done if rows[key]["status"] == "failed")
-    if not quiet:
-        summary = f"{enhanced} enhanced, {len(inputs) - len(pairs)} skipped, {failed} failed"
+    counts = {
+        "enhanced": sum(1 for key in done if rows[key]["status"] == "ok"),
+        "skipped": len(inputs) - len(pairs),
+        "failed": sum(1 for key in done if rows[key]["status"] == "failed"),
+    }
+    for row in rows.values():
+        if row["status"] == "failed" and str(row["input"]) in done:
+            typer.echo(f"error: {row['error']}", err=True)
+    if group is not None:
+        counts = group.totals(counts)  # returns when every rank has finished its share
+        if rank == 0:
+            merged = {r["input"]: r for r in merge_shards(report_path, world)}
+            kept = {k: v for k, v in earlier.items() if k not in merged}
+            write_report(report_path, list(kept.values()) + list(merged.values()))
+        group.barrier()  # no rank ends (and so ends the launch) before the report exists
+        group.close()
+    if not quiet and rank == 0:
+        summary = f"{counts['enhanced']} enhanced, {counts['skipped']} skipped, "
+        summary += f"{counts['failed']} failed"
+        if world > 1:
+            summary += f" ({world} processes)"
         if not_read:
             summary += f"; {not_read} not read"
         typer.echo(f"{summary}; report: {report_path}")
-    if failed:
-        for row in rows.values():
-            if row["status"] == "failed":
-                typer.echo(f"error: {row['error']}", err=True)
+    if counts["failed"]:
         raise typer.Exit(1)
 
 
