@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Annotated
 
 import typer
@@ -31,6 +32,19 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Library warnings (`FinallyWarning`) as one `warning:` line on stderr; others as usual."""
+    from finally_cli.errors import FinallyWarning
+
+    if issubclass(category, FinallyWarning):
+        typer.echo(f"warning: {message}", err=True)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 @app.callback()
 def root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
@@ -39,6 +53,7 @@ def root(
     ] = False,
 ) -> None:
     STATE["debug"] = debug
+    warnings.showwarning = _show_warning
 
 
 def main() -> None:

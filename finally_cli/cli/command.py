@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, get_args, get_origin
 
 import typer
-from typer.core import TyperCommand, TyperGroup, TyperOption
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 
 def _element_name(annotation: Any) -> str:
@@ -21,11 +21,17 @@ def tidy_params(params: list) -> None:
     """Flags show no `<bool>` (they take no value: `--overwrite`, never `--overwrite true`);
     repeatable options show `NAME` instead of `<list[str]>`."""
     for param in params:
+        repeated = getattr(param, "multiple", False) or param.nargs != 1
+        if isinstance(param, TyperArgument) and repeated:
+            descriptor = getattr(param, "type_descriptor", None)
+            shown = f"<{_element_name(getattr(descriptor, 'annotation', None)).lower()}>..."
+            param.display_type_rich = lambda ctx, shown=shown: shown  # type column, not usage
+            continue
         if param.metavar is not None:
             continue
         if isinstance(param, TyperOption) and param.is_flag:
             param.metavar = ""
-        elif getattr(param, "multiple", False) or param.nargs != 1:
+        elif repeated:
             descriptor = getattr(param, "type_descriptor", None)
             param.metavar = _element_name(getattr(descriptor, "annotation", None))
 

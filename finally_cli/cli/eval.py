@@ -157,9 +157,10 @@ def evaluate(
     summary = summarize(rows, plan.systems, columns)
     conditions = by_condition(rows, plan.systems, columns)
     out = Console()
-    out.print(rich_table(summary, columns, "mean ± 95 % CI (Δ vs first system)"))
+    title = f"mean ± 95 % CI (Δ vs {plan.systems[0]})" if plan.systems else "mean ± 95 % CI"
+    out.print(rich_table(summary, columns, title, width=out.width))
     for condition, table in conditions.items():
-        out.print(rich_table(table, columns, f"condition: {condition}"))
+        out.print(rich_table(table, columns, f"condition: {condition}", width=out.width))
     if csv_path:
         write_csv(csv_path, rows)
     if json_path:

@@ -13,6 +13,10 @@ from finally_cli.cli.options import JsonOpt, OfflineOpt, RevisionOpt, handle_err
 
 app = App(help="List, inspect, download and create models.", no_args_is_help=True)
 
+LIST_CAPTION = (
+    "A preset is an architecture; only names with weights enhance. `finally models create "
+    "PRESET -o DIR` makes a random start."
+)
 REIMPL_TRAINABLE_M = 143.7
 REIMPL_WAVLM_M = 315.0
 
@@ -49,25 +53,57 @@ def list_models(as_json: JsonOpt = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("name", "preset", "weights", "size (MB)", "folder")
+    # Paths fold onto more lines instead of being cut: they are what a user copies.
+    table = Table("name", "preset", "weights", "folder", caption=LIST_CAPTION)
+    table.columns[3].overflow = "fold"
     for r in rows:
         table.add_row(
             r["name"],
             "yes" if r["preset"] else "",
-            "yes" if r["weights"] else "no",
-            f"{r['size_mb']:.1f}" if r["weights"] else "",
+            f"{r['size_mb']:.1f} MB" if r["weights"] else "none",
             r["folder"] or "",
         )
     Console().print(table)
 
 
 def _config_for(spec: str, revision: str | None, offline: bool):  # noqa: ANN202
+    """(config, model folder or None for a bare preset)."""
     from finally_cli.models.config import PRESETS, preset
     from finally_cli.models.hub import read_config, registry_names, resolve_model
 
     if spec in PRESETS and spec not in registry_names():
-        return preset(spec)
-    return read_config(resolve_model(spec, revision=revision, offline=offline).folder)
+        return preset(spec), None
+    folder = resolve_model(spec, revision=revision, offline=offline).folder
+    return read_config(folder), folder
+
+
+def card_summary(folder: Path | None) -> dict:
+    """Licence, title and first sentence of a model card (README.md front matter + text)."""
+    from finally_cli.models.hub import CARD_NAME, WEIGHTS_NAME
+
+    if folder is None:
+        return {"licence": None, "title": "preset: an architecture without weights", "card": None}
+    card = folder / CARD_NAME
+    if not card.is_file():
+        return {"licence": None, "title": "no model card (README.md)", "card": None}
+    text = card.read_text(encoding="utf-8", errors="replace")
+    licence, body = None, text
+    if text.startswith("---"):
+        front, _, body = text[3:].partition("\n---")
+        for line in front.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip().lower() in ("license", "licence"):
+                licence = value.strip() or None
+    title = next(
+        (line.lstrip("# ").strip() for line in body.splitlines() if line.startswith("#")), ""
+    )
+    weights = folder / WEIGHTS_NAME
+    return {
+        "licence": licence,
+        "title": title,
+        "card": str(card),
+        "weights_mb": round(weights.stat().st_size / 2**20, 1) if weights.is_file() else 0.0,
+    }
 
 
 def parameter_report(config) -> dict:  # noqa: ANN001
@@ -104,8 +140,9 @@ def info(
     as_json: JsonOpt = False,
 ) -> None:
     """Architecture summary and parameters per block."""
-    config = _config_for(name, revision, offline)
+    config, folder = _config_for(name, revision, offline)
     report = parameter_report(config)
+    report["card"] = card_summary(folder)
     if as_json:
         report["config"] = config.to_dict()
         typer.echo(json.dumps(report, indent=2))
@@ -130,6 +167,11 @@ def info(
     table.add_row("[bold]total", f"[bold]{report['total'] / 1e6:.3f} M", "")
     console = Console()
     console.print(table)
+    card = report["card"]
+    console.print(f"licence: {card['licence'] or 'not stated'}", highlight=False)
+    console.print(f"card: {card['card'] or '-'}", highlight=False, overflow="fold")
+    if card["title"]:
+        console.print(card["title"], highlight=False)
     if config.name == "finally-large":
         console.print(
             f"Public re-implementation: {REIMPL_TRAINABLE_M} M trainable + {REIMPL_WAVLM_M:.0f} M "

@@ -120,14 +120,37 @@ HEADERS = {
 }
 
 
-def rich_table(summary: dict, columns: list[str], title: str):  # noqa: ANN201
-    """One row per system: mean ± 95 % CI, and (Δ vs the first system)."""
+def rich_table(summary: dict, columns: list[str], title: str, width: int = 80):  # noqa: ANN201
+    """Mean ± 95 % CI and (Δ vs the first system): one row per system when that fits in
+    `width` columns, else transposed (one row per metric, one narrow column per system, the
+    CI and Δ on lines of their own), so an 80-column terminal shows every number."""
     from rich.table import Table
 
-    table = Table(title=title)
-    table.add_column("system")
-    for column in columns:
-        table.add_column(HEADERS.get(column, column), justify="right")
-    for i, (system, entries) in enumerate(summary.items()):
-        table.add_row(system, *[format_cell(entries[c], i > 0) for c in columns])
+    systems = list(summary)
+    cells = {
+        system: [format_cell(entries[c], i > 0) for c in columns]
+        for i, (system, entries) in enumerate(summary.items())
+    }
+    widths = [max([len(HEADERS.get(c, c))] + [len(cells[s][j]) for s in systems])
+              for j, c in enumerate(columns)]  # fmt: skip
+    wide = max(map(len, systems), default=6) + sum(w + 3 for w in widths) + 4
+    if wide <= width:
+        table = Table(title=title)
+        table.add_column("system")
+        for column in columns:
+            table.add_column(HEADERS.get(column, column), justify="right")
+        for system in systems:
+            table.add_row(system, *cells[system])
+        return table
+    table = Table(title=title, show_lines=True)
+    table.add_column("metric")
+    for system in systems:
+        table.add_column(system, justify="right", overflow="fold")
+    for j, column in enumerate(columns):
+        # Three short lines per cell: mean, ±CI, signed Δ (the title says against what).
+        stacked = [
+            cells[system][j].replace(" ± ", "\n±").replace(" (", "\n").rstrip(")")
+            for system in systems
+        ]
+        table.add_row(HEADERS.get(column, column), *stacked)
     return table

@@ -24,12 +24,24 @@ SSL_PREFIX = "ssl."
 SSL_MODEL_PREFIX = "ssl.model."  # pre-trained weights; ssl.norm.* buffers are always ours
 
 
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # finally_cli/
+
+
 def weights_dirs() -> list[Path]:
-    """Folders searched for named models: $FINALLY_WEIGHTS_DIR, then the repo's weights/."""
+    """Folders searched for named models (`--model NAME`), in this order:
+
+    1. `$FINALLY_WEIGHTS_DIR`, when set;
+    2. `weights/` of a source checkout (an editable install: pyproject.toml beside it);
+    3. `finally_cli/weights/` of an installed wheel, where pyproject.toml puts `weights/` as
+       package data (the default model travels with `pip install`).
+    """
     dirs = []
     if os.environ.get("FINALLY_WEIGHTS_DIR"):
         dirs.append(Path(os.environ["FINALLY_WEIGHTS_DIR"]))
-    dirs.append(Path(__file__).resolve().parents[2] / "weights")
+    checkout = PACKAGE_ROOT.parent
+    if (checkout / "pyproject.toml").is_file():
+        dirs.append(checkout / "weights")
+    dirs.append(PACKAGE_ROOT / "weights")
     return dirs
 
 
@@ -66,10 +78,17 @@ def resolve_model(spec: str, revision: str | None = None, offline: bool = False)
         return ResolvedModel(
             download_model(repo_id, revision or inline_rev or None, offline), "hub", repo_id
         )
-    known = ", ".join(sorted(set(PRESETS) | set(registry_names())))
+    named = ", ".join(registry_names()) or "none"
+    searched = ", ".join(str(d) for d in weights_dirs() if d.is_dir()) or "no weights folder"
+    hint = (
+        f"; {spec} is a preset (an architecture without weights): make a model folder with "
+        f"`finally models create {spec} -o DIR`"
+        if spec in PRESETS
+        else ""
+    )
     raise CheckpointError(
-        f"unknown model {spec!r}: not a name in weights/ ({known}), a folder, "
-        "or a Hub id owner/name"
+        f"unknown model {spec!r}: not a folder, a Hub id owner/name, or a model name in "
+        f"{searched} (named models: {named}){hint}"
     )
 
 
