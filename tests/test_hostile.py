@@ -3,8 +3,10 @@ half-written, or a failure could be more than one clear line. Other wings add th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -231,3 +233,220 @@ def test_pretrained_pickles_are_never_loaded(
         load(pickled_wavlm)
     one_line(caught.value)
     assert not unpickled
+
+
+# -- training run folders: kills, corrupt checkpoints, NaN, reused folders (item 7) ----------
+TRAIN = ["--config", "tiny/stage1", "--set", "steps=4", "--set", "checkpoint_every=2",
+         "--set", "log_every=1", "--set", "keep_checkpoints=3"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """A 4-step tiny run (checkpoints at steps 2 and 4, metrics at every step) and its args."""
+    base = tmp_path_factory.mktemp("train")
+    clean = base / "clean"
+    clean.mkdir()
+    for i in range(2):
+        write(clean / f"spk{i}.wav", speechlike(2.0, 16000, seed=i), 16000)
+    args = [*TRAIN, "--set", f"data.clean=[{clean}]", "--quiet"]
+    result = invoke("train", *args, "--run-dir", str(base / "run"))
+    assert result.exit_code == 0, result.output
+    return base / "run", args
+
+
+def _steps(run: Path, name: str = "metrics.jsonl") -> list[int]:
+    return [json.loads(line)["step"] for line in (run / name).read_text().splitlines()]
+
+
+def _ckpt(run: Path, step: int) -> Path:
+    return run / "checkpoints" / f"step_{step:08d}"
+
+
+def _truncate_newest(run: Path) -> None:
+    weights = _ckpt(run, 4) / "generator.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+
+
+def _garble_newest_state(run: Path) -> None:
+    (_ckpt(run, 4) / "state.json").write_text('{"step": 4, "rng"')
+
+
+def _nan_in_newest(run: Path) -> None:
+    path = _ckpt(run, 4) / "generator.safetensors"
+    tensors = load_file(str(path))
+    tensors[WEIGHT].view(-1)[0] = math.nan
+    save_file(tensors, str(path))
+
+
+def _tmp_left_by_kill(run: Path) -> None:
+    # A kill between writing step 6's files and the rename leaves its `.tmp` folder.
+    shutil.copytree(_ckpt(run, 4), run / "checkpoints" / "step_00000006.tmp")
+
+
+def _lost_newest(run: Path) -> None:
+    # Killed after logging steps 3-4 but before checkpoint 4 was renamed into place.
+    shutil.rmtree(_ckpt(run, 4))
+
+
+def _all_unreadable(run: Path) -> None:
+    for step in (2, 4):
+        (_ckpt(run, step) / "generator.safetensors").write_bytes(b"\0" * 10)
+
+
+def _killed_before_any_checkpoint(run: Path) -> None:
+    shutil.rmtree(run / "checkpoints")
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss_g": 1.0}\n{"step": 2, "lo')
+
+
+def _nothing(run: Path) -> None:
+    pass
+
+
+@dataclasses.dataclass
+class RunCase:
+    """Damage done to a finished run, the `finally train` flags that follow, what must hold."""
+
+    damage: Callable[[Path], None]
+    flags: list[str]
+    exit_code: int = 0
+    message: str = ""  # in the one-line error, or in the log when exit_code is 0
+    metrics: list[int] | None = None  # steps in metrics.jsonl afterwards
+    check: Callable[[Path], None] | None = None
+
+
+def _config_kept(run: Path) -> None:
+    assert json.loads((run / "config.json").read_text())["optim"]["lr"] != 0.123
+
+
+def _user_file_kept(run: Path) -> None:
+    assert (run / "notes.txt").read_text() == "mine"
+    assert (run / "best-takes").is_dir()
+    assert _steps(run) == [1, 2, 3, 4]
+
+
+RUN_CASES: dict[str, RunCase] = {
+    "truncated-newest-checkpoint": RunCase(
+        _truncate_newest, ["--resume"], message="resuming from step_00000002",
+        metrics=[1, 2, 3, 4],
+    ),
+    "garbled-newest-state": RunCase(
+        _garble_newest_state, ["--resume"], message="resuming from step_00000002",
+        metrics=[1, 2, 3, 4],
+    ),
+    "nan-in-newest-checkpoint": RunCase(
+        _nan_in_newest, ["--resume"], message="non-finite", metrics=[1, 2, 3, 4]
+    ),
+    "tmp-folder-left-by-kill": RunCase(
+        _tmp_left_by_kill, ["--resume"], metrics=[1, 2, 3, 4],
+        check=lambda run: not (run / "checkpoints" / "step_00000006.tmp").exists(),
+    ),
+    "resume-after-lost-checkpoint-no-duplicate-steps": RunCase(
+        _lost_newest, ["--resume"], metrics=[1, 2, 3, 4]
+    ),
+    "every-checkpoint-unreadable": RunCase(
+        _all_unreadable, ["--resume"], exit_code=2, message="no readable checkpoint"
+    ),
+    "resume-before-any-checkpoint": RunCase(
+        _killed_before_any_checkpoint, ["--resume"], message="starting at step 0",
+        metrics=[1, 2, 3, 4],
+    ),
+    "new-run-in-killed-run-folder": RunCase(
+        _killed_before_any_checkpoint, ["--set", "optim.lr=0.123"], exit_code=2,
+        message="--overwrite", check=_config_kept,
+    ),
+    "new-run-in-finished-run-folder": RunCase(
+        _nothing, ["--set", "optim.lr=0.123"], exit_code=2, message="--resume",
+        metrics=[1, 2, 3, 4], check=_config_kept,
+    ),
+    "overwrite-keeps-what-the-run-did-not-write": RunCase(
+        lambda run: ((run / "notes.txt").write_text("mine"), (run / "best-takes").mkdir()),
+        ["--overwrite"], metrics=[1, 2, 3, 4], check=_user_file_kept,
+    ),
+    "overwrite-and-resume": RunCase(
+        _nothing, ["--overwrite", "--resume"], exit_code=2, message="not both"
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", RUN_CASES.values(), ids=RUN_CASES.keys())
+def test_hostile_run_folder(
+    tmp_path: Path,
+    finished_run: tuple[Path, list[str]],
+    case: RunCase,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source, args = finished_run
+    run = tmp_path / "run"
+    shutil.copytree(source, run)
+    case.damage(run)
+    result = invoke("train", *args, *case.flags, "--run-dir", str(run))
+    assert result.exit_code == case.exit_code, result.output + repr(result.exception)
+    if case.exit_code:
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert case.message in result.stderr
+    else:
+        assert case.message in caplog.text
+        assert json.loads(_ckpt(run, 4).joinpath("state.json").read_text())["step"] == 4
+    if case.metrics is not None:
+        assert _steps(run) == case.metrics
+    if case.check is not None:
+        assert case.check(run) is not False
+
+
+@pytest.mark.parametrize("key", ["loss_g", "grad_norm_g", "loss_d", "lmos"])
+def test_any_non_finite_loss_stops_training(
+    tmp_path: Path, finished_run: tuple[Path, list[str]], key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from finally_cli.training.trainer import Trainer
+
+    real_step = Trainer.train_step
+
+    def poisoned(self: Trainer, batches: list) -> dict[str, float]:
+        logs = real_step(self, batches)
+        return {**logs, key: math.inf} if self.step == 2 else logs
+
+    monkeypatch.setattr(Trainer, "train_step", poisoned)
+    _, args = finished_run
+    result = invoke("train", *args, "--run-dir", str(tmp_path / "run"))
+    assert result.exit_code != 0
+    assert "non-finite loss at step 3" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not _ckpt(tmp_path / "run", 4).exists()
+
+
+def test_a_nan_weight_is_never_checkpointed(
+    tmp_path: Path, finished_run: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finite losses, yet a weight went NaN in the update: the checkpoint is refused."""
+    from finally_cli.training.trainer import Trainer
+
+    real_step = Trainer.train_step
+
+    def poisoned(self: Trainer, batches: list) -> dict[str, float]:
+        logs = real_step(self, batches)
+        if self.step == 3:
+            with torch.no_grad():
+                next(self.generator.parameters()).view(-1)[0] = math.nan
+        return logs
+
+    monkeypatch.setattr(Trainer, "train_step", poisoned)
+    _, args = finished_run
+    result = invoke("train", *args, "--run-dir", str(tmp_path / "run"))
+    assert result.exit_code != 0
+    assert "non-finite" in result.stderr and "step 4" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not _ckpt(tmp_path / "run", 4).exists() and _ckpt(tmp_path / "run", 2).is_dir()
+
+
+def test_init_from_a_run_skips_its_unreadable_newest_checkpoint(
+    tmp_path: Path, finished_run: tuple[Path, list[str]]
+) -> None:
+    from finally_cli.training.config import load_config
+    from finally_cli.training.model_setup import generator_config
+
+    source, _ = finished_run
+    run = tmp_path / "run"
+    shutil.copytree(source, run)
+    _truncate_newest(run)
+    _, weights = generator_config(load_config("tiny/stage2", [f"init_from={run}"]))
+    assert weights is not None and WEIGHT in weights

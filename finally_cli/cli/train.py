@@ -40,6 +40,14 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the newest checkpoint in --run-dir.")
     ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Start over in a --run-dir that holds a previous run: removes that run's own "
+            "files (logs, checkpoints, best/, tensorboard events), nothing else.",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Run one training stage: `finally train --config finally-small/stage1 --set data.clean=[DIR]`.
@@ -67,7 +75,7 @@ def train(
     )
     cfg = load_config(config, overrides)
     run_dir = run_dir or Path("runs") / config.replace("/", "-").removesuffix(".yaml")
-    trainer = Trainer(cfg, run_dir, resume=resume)
+    trainer = Trainer(cfg, run_dir, resume=resume, overwrite=overwrite)
     console = Console(stderr=True)
     columns = [
         TextColumn("[bold]stage {task.fields[stage]}"),

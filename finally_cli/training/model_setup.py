@@ -16,7 +16,7 @@ from finally_cli.models.config import GeneratorConfig, apply_overlay
 from finally_cli.models.generator import FinallyGenerator
 from finally_cli.models.hub import create_model, load_ssl_weights, read_config, resolve_model
 from finally_cli.models.layers import zero_conv
-from finally_cli.training.checkpoint import checkpoints
+from finally_cli.training.checkpoint import newest_weights
 from finally_cli.training.config import TrainConfig
 from finally_cli.training.losses import LMOSLoss
 
@@ -27,11 +27,8 @@ def _init_source(path: str) -> tuple[GeneratorConfig, dict[str, torch.Tensor]]:
     """Config and weights of a previous stage: an exported model folder or a run folder."""
     folder = Path(path)
     if (folder / "model_config.json").is_file():  # a run folder
-        found = checkpoints(folder)
-        if not found:
-            raise CheckpointError(f"{folder}: run has no checkpoint to start from")
         config = GeneratorConfig.from_dict(json.loads((folder / "model_config.json").read_text()))
-        return config, load_file(str(found[-1] / "generator.safetensors"))
+        return config, newest_weights(folder)[1]  # skips a newest checkpoint a kill corrupted
     resolved = resolve_model(path)
     weights = resolved.folder / "model.safetensors"
     if not weights.is_file():

@@ -15,6 +15,7 @@ import torch
 from finally_cli.errors import ConfigError, TrainingError
 from finally_cli.models.discriminators import MultiScaleSTFTDiscriminator
 from finally_cli.training import checkpoint as ckpt
+from finally_cli.training import run_folder
 from finally_cli.training.config import TrainConfig, diff
 from finally_cli.training.data import pair_dataset
 from finally_cli.training.losses import (
@@ -37,10 +38,15 @@ class Trainer:
     Args:
         config: the stage configuration.
         run_dir: where checkpoints, logs and exports go.
-        resume: continue from the newest checkpoint in `run_dir` (same config required).
+        resume: continue from the newest readable checkpoint in `run_dir` (same config
+            required); a run killed before its first checkpoint starts again at step 0.
+        overwrite: start a new run where a previous one was, removing that run's own files
+            (run_folder.RUN_FILES, checkpoints, best/, tensorboard events) and nothing else.
     """
 
-    def __init__(self, config: TrainConfig, run_dir: Path, resume: bool = False) -> None:
+    def __init__(
+        self, config: TrainConfig, run_dir: Path, resume: bool = False, overwrite: bool = False
+    ) -> None:
         from accelerate import Accelerator
 
         self.config = config
@@ -49,7 +55,7 @@ class Trainer:
         self.accelerator = Accelerator(
             cpu=cpu, mixed_precision=config.precision, gradient_accumulation_steps=config.grad_accum
         )
-        self._check_run_dir(resume)
+        self._check_run_dir(resume, overwrite)
         torch.manual_seed(config.seed)
         self.generator = build_generator(config)
         self.lmos = build_lmos(config, self.generator)
@@ -119,8 +125,10 @@ class Trainer:
         self.writer = self._writer()
 
     # -- setup ---------------------------------------------------------------------------------
-    def _check_run_dir(self, resume: bool) -> None:
+    def _check_run_dir(self, resume: bool, overwrite: bool) -> None:
         saved = self.run_dir / "config.json"
+        if resume and overwrite:
+            raise ConfigError(f"{self.run_dir}: give --resume or --overwrite, not both")
         if resume:
             if not saved.is_file():
                 raise ConfigError(f"{self.run_dir}: nothing to resume (no config.json)")
@@ -131,15 +139,14 @@ class Trainer:
                     f"resume; changed keys: {', '.join(changed)}"
                 )
             return
-        if ckpt.checkpoints(self.run_dir):
-            raise ConfigError(
-                f"{self.run_dir}: holds checkpoints; pass --resume to continue "
-                "or choose another --run-dir"
-            )
+        # A new run never appends to a previous run's logs nor replaces its config silently.
+        previous = run_folder.check_new_run(self.run_dir, overwrite)
         # Every process checks before the main one writes (else the others would find
         # its config.json); only the main process writes into the run folder.
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
+            if previous:
+                run_folder.remove_run_files(self.run_dir)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             saved.write_text(json.dumps(self.config.to_dict(), indent=2))
 
@@ -173,26 +180,34 @@ class Trainer:
         return optimizers
 
     def _resume(self) -> None:
-        found = ckpt.checkpoints(self.run_dir)
-        if not found:
-            raise ConfigError(f"{self.run_dir}: no complete checkpoint to resume from")
+        if self.accelerator.is_main_process:
+            for stale in ckpt.remove_stale_tmp(self.run_dir):
+                log.info("removed %s, half-written when the run was stopped", stale)
         modules = {"generator": self.generator}
         if self.discriminator is not None:
             modules["discriminator"] = self.discriminator
-        state = ckpt.load_checkpoint(found[-1], modules, self._optimizers())
+        loaded = ckpt.load_newest(self.run_dir, modules, self._optimizers())
+        if loaded is None:  # killed before its first checkpoint: the same as a fresh start
+            log.warning("%s: no checkpoint yet; starting at step 0", self.run_dir)
+            if self.accelerator.is_main_process:
+                run_folder.truncate_logs(self.run_dir, 0)
+            return
+        folder, state = loaded
         saved, world = state.get("num_processes"), self.accelerator.num_processes
         if saved is not None and saved != world:
             # The global batch (batch_size × grad_accum × processes) and each process's
             # share of the pair stream depend on the process count: another count would
             # not continue the run that was saved.
             raise ConfigError(
-                f"{self.run_dir}: {found[-1].name} was trained by {saved} process"
+                f"{self.run_dir}: {folder.name} was trained by {saved} process"
                 f"{'es' if saved > 1 else ''}, this launch has {world}; resume with "
                 f"{saved} (the global batch and the pair order depend on it) or start a new run"
             )
         self.step = int(state["step"])
         self.best = float(state.get("best", -math.inf))
-        log.info("resumed %s at step %d", found[-1], self.step)
+        log.info("resumed %s at step %d", folder, self.step)
+        if self.accelerator.is_main_process:
+            run_folder.truncate_logs(self.run_dir, self.step)
 
     def _writer(self):  # noqa: ANN202
         if not self.accelerator.is_main_process:
@@ -317,16 +332,11 @@ class Trainer:
                     batch = next(loader)
                     batches.append({k: v.to(acc.device) for k, v in batch.items()})
                 logs = self._mean_over_processes(self.train_step(batches))
-                if not math.isfinite(logs["loss_g"]) or not math.isfinite(logs["grad_norm_g"]):
-                    kept = ckpt.checkpoints(self.run_dir)
+                if not all(math.isfinite(v) for v in logs.values()):
                     raise TrainingError(
                         f"{self.run_dir}: non-finite loss at step {self.step + 1} "
-                        f"({', '.join(f'{k}={v:.4g}' for k, v in logs.items())}); stopped "
-                        + (
-                            f"with {kept[-1].name} as the newest checkpoint"
-                            if kept
-                            else "before any checkpoint was saved"
-                        )
+                        f"({', '.join(f'{k}={v:.4g}' for k, v in logs.items())}); "
+                        + self._stopped()
                     )
                 self.step += 1
                 logs["steps_per_second"] = 1.0 / max(time.perf_counter() - started, 1e-9)
@@ -368,8 +378,23 @@ class Trainer:
             for key, value in logs.items():
                 self.writer.add_scalar(f"train/{key}", value, self.step)
 
+    def _stopped(self) -> str:
+        kept = ckpt.checkpoints(self.run_dir)
+        if kept:
+            return f"stopped with {kept[-1].name} as the newest checkpoint"
+        return "stopped before any checkpoint was saved"
+
     def save(self) -> Path | None:
         self.accelerator.wait_for_everyone()
+        # Last guard: a NaN/Inf weight with finite losses (e.g. from the optimiser's update)
+        # is never written. Every process checks (DDP keeps the weights equal), so all stop.
+        for name, module in self._modules().items():
+            for key, tensor in module.state_dict().items():
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    raise TrainingError(
+                        f"{self.run_dir}: non-finite weights at step {self.step} "
+                        f"({name}.{key}); nothing saved, {self._stopped()}"
+                    )
         if not self.accelerator.is_main_process:
             return None
         folder = self.run_dir / "checkpoints" / f"step_{self.step:08d}"
@@ -387,7 +412,7 @@ class Trainer:
                 "num_processes": self.accelerator.num_processes,
             },
         )
-        ckpt.prune(self.run_dir, self.config.keep_checkpoints)
+        ckpt.prune(self.run_dir, self.config.keep_checkpoints, self.step)
         return folder
 
     # -- validation ----------------------------------------------------------------------------
