@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from finally_cli.audio.tts import TTS_PHRASES
 from finally_cli.errors import ConfigError
 
 SAMPLE_RATE = 16000
@@ -86,22 +87,6 @@ def harmonic_tones(
             segments.append((0.1 * wave / np.abs(wave).max()).astype(np.float32))
             labels.append(g)
     return GroupSet(np.stack(segments), np.array(labels), [f"{p:.0f}Hz" for p in pitches])
-
-
-TTS_PHRASES = [
-    "she sells sea shells",
-    "a quiet morning",
-    "open the window",
-    "seven green boats",
-    "the light is blue",
-    "bring me water",
-    "we walked home",
-    "many small stones",
-    "fish swim fast",
-    "good night moon",
-    "the red door",
-    "under the bridge",
-]
 
 
 def tts_engine() -> str | None:

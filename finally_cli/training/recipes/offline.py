@@ -155,7 +155,7 @@ def tts_supplement(out: Path, count: int, rng: np.random.Generator) -> int:
     engine = shutil.which("espeak-ng")
     if engine is None:
         return 0
-    from finally_cli.probing.groups import TTS_PHRASES
+    from finally_cli.audio.tts import TTS_PHRASES
 
     folder = out / "clean" / "train" / "tts"
     folder.mkdir(parents=True, exist_ok=True)
