@@ -121,7 +121,7 @@ def assert_same_weights(a: dict, b: dict) -> None:
 
 
 def test_train_two_processes_shard_sync_and_resume_exactly(tmp_path: Path, clean_dir: Path) -> None:
-    val = tmp_path / "val"
+    val, runs = tmp_path / "val", tmp_path / "runs"
     result = runner.invoke(
         app,
         ["train", "prepare-val", "--config", "tiny/stage1", "--set",
@@ -136,31 +136,15 @@ def test_train_two_processes_shard_sync_and_resume_exactly(tmp_path: Path, clean
         "--set", "validation_files=1", "--set", "device=cpu",
     ]  # fmt: skip
 
-    # An uninterrupted 2-process run.
-    reference, probe = tmp_path / "reference", tmp_path / "probe-reference"
-    proc = launch([*config, "--run-dir", str(reference)], probe, reference)
-    _, stderr = finish(proc)
-    assert proc.returncode == 0, stderr[-3000:]
-    # Each rank took every 2nd item of the global pair stream, in order: disjoint shares.
-    for rank in (0, 1):
-        fetched = [int(i) for i in lines(probe / f"items.{rank}")]
-        assert fetched == list(range(rank, steps * per_step, 2)), (rank, fetched)
-    # Gradients were averaged: both ranks hold the same weights, the ones checkpointed.
-    weights = read_weights(probe / "weights.0.safetensors")
-    assert_same_weights(weights, read_weights(probe / "weights.1.safetensors"))
-    saved = read_weights(reference / "checkpoints" / "step_00000004" / "generator.safetensors")
-    assert_same_weights(weights, saved)
-    # Only rank 0 wrote into the run folder: checkpoints, logs, validation, the best model.
-    assert lines(probe / "writes.1") == []
-    written = {line.split("\t")[1].split(os.sep)[0] for line in lines(probe / "writes.0")}
-    assert {"config.json", "checkpoints", "metrics.jsonl", "validation.jsonl", "best"} <= written
-    assert len(lines(reference / "validation.jsonl")) == 1
-    logged = [json.loads(line) for line in lines(reference / "metrics.jsonl")]
-    assert [row["step"] for row in logged] == [1, 2, 3, 4]
-
-    # The same run, its launcher SIGKILLed after the step-2 checkpoint.
-    crashed, probe = tmp_path / "crashed", tmp_path / "probe-crashed"
-    proc = launch([*config, "--run-dir", str(crashed)], probe, crashed, PROBE_HOLD_AT_STEP="2")
+    # One launch (one start-up) runs an uninterrupted run, then the same run again, whose
+    # launcher is SIGKILLed after the step-2 checkpoint.
+    reference, crashed, probe = runs / "reference", runs / "crashed", tmp_path / "probe-1"
+    proc = launch(
+        [*config, "--run-dir", str(reference), "--then", *config, "--run-dir", str(crashed)],
+        probe,
+        runs,
+        PROBE_HOLD_AT_STEP="2",
+    )
     try:
         wait_for([probe / "held.0", probe / "held.1"], proc)
         proc.send_signal(signal.SIGKILL)
@@ -168,21 +152,42 @@ def test_train_two_processes_shard_sync_and_resume_exactly(tmp_path: Path, clean
     finally:
         # Workers must not outlive their launcher (they would race the resume below).
         assert workers_end(probe), "workers outlived their SIGKILLed launcher"
+    assert [lines(probe / f"exit.0.{rank}") for rank in (0, 1)] == [["0"], ["0"]]
+    # Each rank took every 2nd item of the global pair stream, in order: disjoint shares.
+    for rank in (0, 1):
+        fetched = [int(i) for i in lines(probe / f"items.0.{rank}")]
+        assert fetched == list(range(rank, steps * per_step, 2)), (rank, fetched)
+    # Gradients were averaged: both ranks hold the same weights, the ones checkpointed.
+    weights = read_weights(probe / "weights.0.0.safetensors")
+    assert_same_weights(weights, read_weights(probe / "weights.0.1.safetensors"))
+    saved = read_weights(reference / "checkpoints" / "step_00000004" / "generator.safetensors")
+    assert_same_weights(weights, saved)
+    # Only rank 0 wrote into the run folder: checkpoints, logs, validation, the best model.
+    assert lines(probe / "writes.0.1") == [] and lines(probe / "writes.1.1") == []
+    written = {
+        part
+        for line in lines(probe / "writes.0.0")
+        for part in Path(line.split("\t")[1]).parts[1:2]
+    }
+    assert {"config.json", "checkpoints", "metrics.jsonl", "validation.jsonl", "best"} <= written
+    assert len(lines(reference / "validation.jsonl")) == 1
+    logged = [json.loads(line) for line in lines(reference / "metrics.jsonl")]
+    assert [row["step"] for row in logged] == [1, 2, 3, 4]
     assert [p.name for p in (crashed / "checkpoints").iterdir()] == ["step_00000002"]
 
     # Resumed under 2 processes: the stream, the losses and the weights continue exactly.
-    probe = tmp_path / "probe-resumed"
-    proc = launch([*config, "--run-dir", str(crashed), "--resume"], probe, crashed)
+    probe = tmp_path / "probe-2"
+    proc = launch([*config, "--run-dir", str(crashed), "--resume"], probe, runs)
     _, stderr = finish(proc)
     assert proc.returncode == 0, stderr[-3000:]
     for rank in (0, 1):
-        fetched = [int(i) for i in lines(probe / f"items.{rank}")]
+        fetched = [int(i) for i in lines(probe / f"items.0.{rank}")]
         assert fetched == list(range(2 * per_step + rank, steps * per_step, 2)), (rank, fetched)
     resumed = {row["step"]: row for row in map(json.loads, lines(crashed / "metrics.jsonl"))}
-    for row in logged[2:]:
+    for row in logged:
         assert resumed[row["step"]]["loss_g"] == pytest.approx(row["loss_g"], rel=1e-6, abs=0)
-    assert_same_weights(weights, read_weights(probe / "weights.0.safetensors"))
-    assert_same_weights(weights, read_weights(probe / "weights.1.safetensors"))
+    assert_same_weights(weights, read_weights(probe / "weights.0.0.safetensors"))
+    assert_same_weights(weights, read_weights(probe / "weights.0.1.safetensors"))
 
     # Another process count would change the global batch and the pair order: refused.
     result = runner.invoke(app, [*config, "--run-dir", str(reference), "--resume"])
@@ -211,7 +216,7 @@ def test_batch_two_processes_each_file_once_one_report(tmp_path: Path, small_dir
     committed = {
         rank: [
             line.split("\t")[1]
-            for line in lines(probe / f"writes.{rank}")
+            for line in lines(probe / f"writes.0.{rank}")
             if line.startswith("os.rename") and line.endswith(".wav")
             and not os.path.basename(line).startswith(".")
         ]
