@@ -302,6 +302,18 @@ def _nothing(run: Path) -> None:
     pass
 
 
+def _logged_twice(run: Path) -> None:
+    # What resumes did before: steps 3-4 logged by a killed run, then again by its resume.
+    rows = (run / "metrics.jsonl").read_text().splitlines()
+    stale = [json.dumps({**json.loads(row), "loss_g": -1.0}) for row in rows[2:]]
+    (run / "metrics.jsonl").write_text("\n".join(rows[:2] + stale + rows[2:]) + "\n")
+
+
+def _last_rows_kept(run: Path) -> None:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(row["loss_g"] != -1.0 for row in rows)
+
+
 @dataclasses.dataclass
 class RunCase:
     """Damage done to a finished run, the `finally train` flags that follow, what must hold."""
@@ -342,6 +354,9 @@ RUN_CASES: dict[str, RunCase] = {
     ),
     "resume-after-lost-checkpoint-no-duplicate-steps": RunCase(
         _lost_newest, ["--resume"], metrics=[1, 2, 3, 4]
+    ),
+    "steps-logged-twice-by-an-older-resume": RunCase(
+        _logged_twice, ["--resume"], metrics=[1, 2, 3, 4], check=_last_rows_kept
     ),
     "every-checkpoint-unreadable": RunCase(
         _all_unreadable, ["--resume"], exit_code=2, message="no readable checkpoint"

@@ -52,7 +52,7 @@ SSL_WEIGHT_SOURCES = ("hub", "checkpoint", "random")
 
 # Bounds on a config.json read from anywhere: each field within its range keeps building the
 # model fast, and MAX_PARAMETERS (checked on the meta device, hub.check_size) keeps it from
-# exhausting memory. finally-large with WavLM-Large is 0.46 G parameters.
+# exhausting memory. finally-large with WavLM-Large is 0.40 G parameters.
 MAX_PARAMETERS = 1_000_000_000
 MAX_CHANNELS = 8192
 MAX_LEVELS = 12  # entries of a width or rate list

@@ -101,13 +101,19 @@ def _remove_files(folder: Path, names: list[str] | tuple[str, ...]) -> None:
 
 def truncate_logs(run_dir: Path, step: int) -> None:
     """Drop log rows past `step` (logged after the checkpoint a resume starts from) and any
-    line a kill cut short, so the resumed run logs every step once."""
+    line a kill cut short, so the resumed run logs every step once. Rows a step has twice
+    (resumes before this rule) keep the last: the one on the path that reached `step`."""
     for name in LOGS:
         path = run_dir / name
         if not path.is_file():
             continue
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        kept = [line for line in lines if _step_of(line) is not None and _step_of(line) <= step]
+        last = {_step_of(line): i for i, line in enumerate(lines)}
+        kept = [
+            line
+            for i, line in enumerate(lines)
+            if _step_of(line) is not None and _step_of(line) <= step and last[_step_of(line)] == i
+        ]
         if len(kept) == len(lines):
             continue
         tmp = path.with_name(path.name + ".tmp")
