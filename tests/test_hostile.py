@@ -465,3 +465,48 @@ def test_init_from_a_run_skips_its_unreadable_newest_checkpoint(
     _truncate_newest(run)
     _, weights = generator_config(load_config("tiny/stage2", [f"init_from={run}"]))
     assert weights is not None and WEIGHT in weights
+
+
+EXPORT_CASES: dict[str, tuple[Callable[[Path], None], list[str], int, str]] = {
+    # (damage, flags, exit code, what the exported model card or the error says)
+    "newest-unreadable": (_truncate_newest, [], 0, "2 steps"),
+    "chosen-step-unreadable": (_truncate_newest, ["--step", "4"], 2, "unreadable"),
+    "chosen-step-nan": (_nan_in_newest, ["--step", "4"], 2, "non-finite"),
+}
+
+
+@pytest.mark.parametrize(
+    "damage, flags, exit_code, message", EXPORT_CASES.values(), ids=EXPORT_CASES.keys()
+)
+def test_export_of_a_damaged_run(
+    tmp_path: Path,
+    finished_run: tuple[Path, list[str]],
+    damage: Callable[[Path], None],
+    flags: list[str],
+    exit_code: int,
+    message: str,
+) -> None:
+    source, _ = finished_run
+    run = tmp_path / "run"
+    shutil.copytree(source, run)
+    damage(run)
+    result = invoke("train", "export", str(run), "-o", str(tmp_path / "model"), *flags)
+    assert result.exit_code == exit_code, result.output + repr(result.exception)
+    if exit_code:
+        assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+        assert not (tmp_path / "model").exists()
+    else:
+        assert message in (tmp_path / "model" / "README.md").read_text()
+        load_model(str(tmp_path / "model"))
+
+
+def test_init_from_a_truncated_model_folder_is_one_line(tmp_path: Path) -> None:
+    from finally_cli.training.config import load_config
+    from finally_cli.training.model_setup import generator_config
+
+    folder = save_model(create_model("tiny", seed=0), tmp_path / "model")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="unreadable") as caught:
+        generator_config(load_config("tiny/stage2", [f"init_from={folder}"]))
+    one_line(caught.value)

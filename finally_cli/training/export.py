@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from safetensors.torch import load_file
-
 from finally_cli.errors import CheckpointError
 from finally_cli.models.config import GeneratorConfig
 from finally_cli.models.hub import create_model, save_model
-from finally_cli.training.checkpoint import checkpoints
+from finally_cli.training.checkpoint import checkpoints, newest_weights, read_tensors
 
 
 def export_model(
@@ -28,8 +26,9 @@ def export_model(
         found = checkpoints(run_dir)
         if not found:
             raise CheckpointError(f"{run_dir}: no checkpoint to export")
-        chosen = found[-1]
-        if checkpoint_step is not None:
+        if checkpoint_step is None:  # the newest that reads back whole (a kill may cut one)
+            chosen, weights = newest_weights(run_dir)
+        else:
             steps = [int(p.name[5:]) for p in found]
             if checkpoint_step not in steps:
                 kept = ", ".join(map(str, steps))
@@ -37,9 +36,10 @@ def export_model(
                     f"{run_dir}: no checkpoint of step {checkpoint_step} (kept: {kept})"
                 )
             chosen = found[steps.index(checkpoint_step)]
+            weights = read_tensors(chosen, "generator")
         config = GeneratorConfig.from_dict(json.loads((run_dir / "model_config.json").read_text()))
         generator = create_model(config)
-        generator.load_state_dict(load_file(str(chosen / "generator.safetensors")), strict=True)
+        generator.load_state_dict(weights, strict=True)
         step = json.loads((chosen / "state.json").read_text())["step"]
     train_config = json.loads((run_dir / "config.json").read_text())
     lines = _metrics_tail(run_dir)

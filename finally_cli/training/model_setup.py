@@ -9,14 +9,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from finally_cli.errors import CheckpointError, ConfigError
 from finally_cli.models.config import GeneratorConfig, apply_overlay
 from finally_cli.models.generator import FinallyGenerator
 from finally_cli.models.hub import create_model, load_ssl_weights, read_config, resolve_model
 from finally_cli.models.layers import zero_conv
-from finally_cli.training.checkpoint import newest_weights
+from finally_cli.training.checkpoint import newest_weights, read_tensors
 from finally_cli.training.config import TrainConfig
 from finally_cli.training.losses import LMOSLoss
 
@@ -33,7 +32,7 @@ def _init_source(path: str) -> tuple[GeneratorConfig, dict[str, torch.Tensor]]:
     weights = resolved.folder / "model.safetensors"
     if not weights.is_file():
         raise CheckpointError(f"{path}: no model.safetensors to start from")
-    return read_config(resolved.folder), load_file(str(weights))
+    return read_config(resolved.folder), read_tensors(resolved.folder, "model")
 
 
 def generator_config(config: TrainConfig) -> tuple[GeneratorConfig, dict | None]:
