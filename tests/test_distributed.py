@@ -263,3 +263,16 @@ def test_batch_sigterm_of_the_launcher_leaves_no_partial_output(
     assert proc.returncode != 0
     assert stderr.count("terminated; no partial output was kept") == 2, stderr[-3000:]
     assert list(out.rglob("*.part")) == [] and list(out.rglob("*.wav")) == []
+
+
+def test_cpu_launch_that_started_one_process_is_warned(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What `accelerate launch --cpu --num_processes 2` leaves a single process to see.
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    for name in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    result = runner.invoke(app, ["models", "list"])
+    assert result.exit_code == 0
+    assert "started a single process" in result.stderr and "--multi_gpu" in result.stderr
+    monkeypatch.setenv("WORLD_SIZE", "2")  # a real multi-process launch: no warning
+    assert "single process" not in runner.invoke(app, ["models", "list"]).stderr
