@@ -27,6 +27,10 @@ class CheckpointError(FinallyError):
     exit_code = 2
 
 
+class ModelError(FinallyError):
+    """A model produced unusable output (NaN/Inf) for an input."""
+
+
 class ConfigError(FinallyError):
     """A configuration value or an option is invalid."""
 

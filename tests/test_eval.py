@@ -200,17 +200,20 @@ def test_eval_rescores_when_the_model_changes(tmp_path: Path) -> None:
         "--metrics", "sisdr", "--work-dir", str(tmp_path / "work"), "--device", "cpu",
         "--workers", "1", "--json", str(tmp_path / "r.json"),
     ]  # fmt: skip
-    enhanced = tmp_path / "work" / "enhanced" / "s0.wav"
+
+    def enhanced() -> Path:  # one folder per set of weights, named by their fingerprint
+        return sorted((tmp_path / "work").glob("enhanced-*/s0.wav"))[0]
 
     def run(seed: int) -> tuple[float, float]:
         save_model(create_model("tiny", seed=seed), model)
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
         doc = json.loads((tmp_path / "r.json").read_text())
-        return doc["summary"]["model"]["sisdr"]["mean"], enhanced.stat().st_mtime_ns
+        return doc["summary"]["model"]["sisdr"]["mean"], enhanced().stat().st_mtime_ns
 
     first, made = run(seed=0)
     again, remade = run(seed=0)
     assert (again, remade) == (first, made)  # reused
     other, _ = run(seed=1)
     assert other != first  # re-enhanced with the new weights
+    assert len(list((tmp_path / "work").glob("enhanced-*/s0.wav"))) == 2

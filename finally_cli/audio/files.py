@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import socket
+import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -70,6 +74,103 @@ def find_audio(
         else:
             found.ignored[path.suffix.lower() or "(none)"] += 1
     return found
+
+
+# A temporary file or staging folder whose owner is alive is left alone unless nothing has
+# touched it for this long (a live owner writes its .part at every window).
+STALE_SECONDS = 24 * 3600
+_PART = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.part$")
+
+
+def _owner_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
+
+
+def _stale(path: Path, pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        age = time.time() - path.lstat().st_mtime
+    except OSError:
+        return False
+    return _owner_gone(pid) or age > STALE_SECONDS
+
+
+def remove_stale_parts(targets: Iterable[Path]) -> int:
+    """Remove `.<name>.<pid>.part` files that a killed run left beside these outputs.
+
+    Only temporaries of the given targets are considered (in a run of several processes,
+    each owns its share of the outputs), and only when their process is gone from this
+    machine or they are older than `STALE_SECONDS`. Returns how many were removed.
+    """
+    by_folder: dict[Path, set[str]] = {}
+    for target in targets:
+        by_folder.setdefault(target.parent, set()).add(target.name)
+    removed = 0
+    for folder, names in by_folder.items():
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            match = _PART.match(entry.name)
+            if match is None or match["name"] not in names or not entry.is_file():
+                continue
+            path = Path(entry.path)
+            if _stale(path, int(match["pid"])):
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def staging_prefix() -> str:
+    """Prefix of this process's staging folders: `finally-<host>-<pid>-`."""
+    return f"finally-{socket.gethostname()}-{os.getpid()}-"
+
+
+def remove_stale_staging() -> int:
+    """Remove staging folders that killed runs on this machine left in the temporary folder
+    (owner process gone, or untouched for `STALE_SECONDS`). Returns how many."""
+    pattern = re.compile(rf"^finally-{re.escape(socket.gethostname())}-(\d+)-")
+    removed = 0
+    try:
+        entries = list(os.scandir(tempfile.gettempdir()))
+    except OSError:
+        return 0
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if (
+            match
+            and entry.is_dir(follow_symlinks=False)
+            and _stale(Path(entry.path), int(match[1]))
+        ):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def check_writable(path: Path, what: str) -> None:
+    """Raises OutputError unless a file could be written at `path` (checked before any work).
+
+    Nothing is created: the nearest existing folder above `path` must be a writable folder.
+    """
+    from finally_cli.errors import OutputError
+
+    if path.is_dir():
+        raise OutputError(f"{path}: {what} is a folder")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{path}: cannot write the {what}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: cannot write the {what}: folder {parent} is not writable")
 
 
 def temporary_name(path: Path) -> Path:

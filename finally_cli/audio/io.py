@@ -28,6 +28,18 @@ FORMATS: dict[str, tuple[str, str]] = {
     ".mp3": ("MP3", "MPEG_LAYER_III"),
 }
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE", "VORBIS", "OPUS", "MPEG_LAYER_III")
+# Input sample rates we accept, the same range as --sample-rate: a header claiming 1 Hz would
+# otherwise be "resampled" into gigabytes of staged audio.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 768000
+
+
+def check_sample_rate(name: str, sample_rate: int) -> None:
+    """Raises AudioError when `sample_rate` is outside [1 kHz, 768 kHz]."""
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioError(
+            f"{name}: sample rate {sample_rate} Hz is outside {MIN_SAMPLE_RATE // 1000} kHz"
+            f"-{MAX_SAMPLE_RATE // 1000} kHz; refusing it (a damaged or mislabelled header?)"
+        )
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,7 @@ def read_info(path: str | Path) -> AudioInfo:
         )
     if info.samplerate <= 0 or info.channels <= 0:
         raise AudioError(f"{path}: cannot read: invalid header")
+    check_sample_rate(str(path), int(info.samplerate))
     return AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames))
 
 
@@ -94,6 +107,7 @@ def _ffmpeg_info(path: Path, reason: str) -> AudioInfo:
             raise AudioError(f"{path}: cannot read: {ffmpeg.NEEDS_FFMPEG}")
         raise AudioError(f"{path}: cannot read: {reason}")
     rate, channels, frames = ffmpeg.probe_stream(path)
+    check_sample_rate(str(path), rate)
     return AudioInfo(path, rate, channels, frames, decoder="ffmpeg")
 
 
@@ -110,6 +124,44 @@ def duration_seconds(path: str | Path) -> float:
         return read_info(path).seconds
     except AudioError:
         return 0.0
+
+
+def unfinished_reason(path: Path, source: AudioInfo, sample_rate: int, channels: int) -> str | None:
+    """Why the file at `path` is not a finished output of `source`; None when it is.
+
+    A cheap header check, no decoding: readable, not truncated, the expected rate, channel
+    count and length (round(frames · rate / source rate); ffmpeg inputs, whose length in the
+    header is an estimate, within 1 % + 0.1 s).
+    """
+    try:
+        info = read_info(path)
+    except AudioError as err:
+        return str(err).removeprefix(f"{path}: ").removeprefix("cannot read: ")
+    if info.decoder != "soundfile":
+        return "not a file this tool writes"
+    if info.sample_rate != sample_rate or info.channels != channels:
+        return (
+            f"{info.sample_rate} Hz x {info.channels} channels, expected "
+            f"{sample_rate} Hz x {channels}"
+        )
+    expected = int(round(source.frames * sample_rate / source.sample_rate))
+    slack = 0 if source.decoder == "soundfile" else expected // 100 + sample_rate // 10
+    if abs(info.frames - expected) > slack:
+        return f"{info.frames} frames, expected {expected}"
+    return None
+
+
+def unfinished_output(
+    source: Path, target: Path, sample_rate: int, channels_mode: str
+) -> str | None:
+    """Why an existing `target` is not a finished output of `source` (None: it is; a source
+    whose header cannot be read is left to fail in the run, its output kept)."""
+    try:
+        info = read_info(source)
+    except AudioError:
+        return None
+    channels = 1 if channels_mode == "mix" else info.channels
+    return unfinished_reason(target, info, sample_rate, channels)
 
 
 def read_buffers(info: AudioInfo, buffer_frames: int = BUFFER_FRAMES) -> Iterator[np.ndarray]:

@@ -84,6 +84,34 @@ def write_report(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, text.getvalue())
 
 
+def output_paths(
+    inputs: list[Path], input_dir: Path, output_dir: Path, output_ext: str
+) -> dict[Path, Path]:
+    """Input → output path (the input's place in the tree, `output_ext` or its own, `.wav`
+    when we cannot write its format).
+
+    Raises:
+        ConfigError: two inputs would write one output (`x.wav` and `x.flac`).
+    """
+    from finally_cli.audio.io import FORMATS
+    from finally_cli.errors import ConfigError
+
+    targets: dict[Path, Path] = {}
+    owner: dict[Path, Path] = {}
+    for path in inputs:
+        ext = path.suffix.lower() if output_ext == "keep" else output_ext.lower()
+        ext = ext if ext in FORMATS else ".wav"
+        target = output_dir / path.relative_to(input_dir).with_suffix(ext)
+        if target in owner:
+            hint = "rename one" if output_ext == "keep" else "rename one, or pass --output-ext keep"
+            raise ConfigError(
+                f"{owner[target]} and {path} would both be written to {target}; {hint}"
+            )
+        owner[target] = path
+        targets[path] = target
+    return targets
+
+
 @handle_errors
 @engine_options()
 def batch(
@@ -129,9 +157,15 @@ def batch(
     """
     from dataclasses import replace
 
-    from finally_cli.audio.files import find_audio, readable_extensions
-    from finally_cli.audio.io import FORMATS, duration_seconds
+    from finally_cli.audio.files import (
+        check_writable,
+        find_audio,
+        readable_extensions,
+        remove_stale_parts,
+    )
+    from finally_cli.audio.io import OutputFile, duration_seconds, unfinished_output
     from finally_cli.cli.shards import ShardGroup, merge_shards, write_shard
+    from finally_cli.errors import FinallyError
 
     if not input_dir.is_dir():
         fail(f"{input_dir}: not a folder", 2)
@@ -146,26 +180,47 @@ def batch(
     wanted = readable_extensions()
     if extensions is not None:
         wanted = tuple("." + e.strip().lower().lstrip(".") for e in extensions.split(","))
-    exclude = output_dir if output_dir.resolve() != input_dir.resolve() else None
-    found = find_audio(input_dir, wanted, exclude)
+    source_root, output_root = input_dir.resolve(), output_dir.resolve()
+    if source_root == output_root or output_root in source_root.parents:
+        fail(
+            f"{output_dir}: output folder overlaps the input folder {input_dir} (outputs "
+            f"would land among the inputs); choose OUT_DIR outside IN_DIR, or a new folder "
+            f"inside it (skipped when scanning)",
+            2,
+        )
+    found = find_audio(input_dir, wanted, output_dir)
     not_read = found.ignored_summary()
     if not found.files:
         fail(f"{input_dir}: no audio files to enhance ({not_read or 'the folder is empty'})", 2)
-    inputs = found.files[rank::world]
     if output_ext != "keep" and not output_ext.startswith("."):
         output_ext = "." + output_ext
+    # Every process maps the whole list, so a clash stops all of them before any work.
+    targets = output_paths(found.files, input_dir, output_dir, output_ext)
+    inputs = found.files[rank::world]
 
     report_path = report or output_dir / "finally-report.csv"
+    check_writable(report_path, "report")
     earlier = read_report(report_path)
+    remove_stale_parts(targets[path] for path in inputs)  # what a killed run left
     rows: dict[str, dict] = {}
     pairs = []
+    refused: set[str] = set()
     for path in inputs:
-        relative = path.relative_to(input_dir)
-        ext = path.suffix.lower() if output_ext == "keep" else output_ext.lower()
-        if ext not in FORMATS:
-            ext = ".wav"
-        target = output_dir / relative.with_suffix(ext)
-        if target.exists() and not options.overwrite:
+        target = targets[path]
+        if (target.exists() or target.is_symlink()) and not options.overwrite:
+            redo = unfinished_output(path, target, options.out_rate, options.channels)
+            if redo is not None:  # truncated, empty, garbage or the wrong length
+                if not quiet:
+                    typer.echo(f"warning: {target}: {redo}; enhancing it again", err=True)
+                try:
+                    pairs.append((path, OutputFile.check(target, options.subtype, True)))
+                except FinallyError as err:  # e.g. a folder at the output path
+                    refused.add(str(path))
+                    rows[str(path)] = {**dict.fromkeys(REPORT_FIELDS, ""), "input": str(path),
+                                       "output": str(target), "status": "failed",
+                                       "duration": 0.0, "seconds": 0.0,
+                                       "error": str(err)}  # fmt: skip
+                continue
             before = earlier.get(str(path))
             if before is not None and before["status"] == "ok" and before["output"] == str(target):
                 rows[str(path)] = before  # written by an earlier run: keep its result
@@ -184,10 +239,10 @@ def batch(
             write_report(report_path, list(kept.values()) + list(rows.values()))
         else:  # also when interrupted: a record of what this rank finished
             write_shard(report_path, rank, list(rows.values()))
-    done = {str(path) for path, _ in pairs}
+    done = {str(path) for path, _ in pairs} | refused
     counts = {
         "enhanced": sum(1 for key in done if rows[key]["status"] == "ok"),
-        "skipped": len(inputs) - len(pairs),
+        "skipped": len(inputs) - len(done),
         "failed": sum(1 for key in done if rows[key]["status"] == "failed"),
     }
     for row in rows.values():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -237,28 +236,29 @@ def _enhance_folder(
     device: str,
     quiet: bool,
 ) -> Path:
-    from finally_cli.audio.io import duration_seconds
+    from finally_cli.audio.io import OutputFile, duration_seconds, unfinished_output
     from finally_cli.cli.progress import audio_progress
+    from finally_cli.evaluation.work_dir import claim
     from finally_cli.inference.enhancer import Enhancer, EnhancerOptions
     from finally_cli.models.hub import fingerprint, load_model
 
-    out_dir = work_dir / "enhanced"
     generator = load_model(model, revision=revision, offline=offline)
-    # Outputs already in the work dir are reused only if the same weights made them: an
-    # interrupted eval resumes, while a retrained model never gets scored on stale audio.
-    stamp = {"model": model, "fingerprint": fingerprint(generator)}
-    stamp_file = out_dir / ".model.json"
-    if out_dir.is_dir() and _read_json(stamp_file) != stamp:
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp_file.write_text(json.dumps(stamp), encoding="utf-8")
-    pairs = [
-        (path, out_dir / f"{key}.wav")
-        for key, path in files.items()
-        if not (out_dir / f"{key}.wav").exists()
-    ]
+    # One folder per set of weights, named by their fingerprint: an interrupted eval resumes,
+    # a retrained model never gets scored on stale audio, and nothing is ever deleted that
+    # eval did not write (`work_dir.claim`).
+    digest = fingerprint(generator)
+    out_dir = work_dir / f"enhanced-{digest[:12]}"
+    names = {key: f"{key}.wav" for key in files}
+    made = claim(out_dir, {"fingerprint": digest}, list(names.values()), ".model.json")
+    options = EnhancerOptions(device=device)
+    pairs = []
+    for key, path in files.items():
+        target = out_dir / names[key]
+        if names[key] in made and not unfinished_output(path, target, options.out_rate, "mix"):
+            continue
+        pairs.append((path, OutputFile.check(target, None, overwrite=True)))
     if pairs:
-        enhancer = Enhancer(generator, EnhancerOptions(device=device))
+        enhancer = Enhancer(generator, options)
         with audio_progress(quiet) as bars:
             task = bars.add_task("enhancing", total=sum(duration_seconds(p) for p, _ in pairs))
             enhancer.enhance_files(pairs, progress=lambda s: bars.advance(task, s))

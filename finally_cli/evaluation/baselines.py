@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -104,13 +102,15 @@ def run_baseline(
     """Process every noisy file (key → path) into `out_dir/<key>.wav`.
 
     Outputs already there are kept only when the same runner made them (a stamp names the
-    baseline, its revision and the package versions): an interrupted eval resumes, and a
-    fixed runner or an upgraded package never gets scored on old audio.
+    baseline, its revision and the package versions) and their header reads: an interrupted
+    eval resumes, and a fixed runner or an upgraded package never gets scored on old audio.
+    Only outputs eval made are ever removed or replaced (`work_dir.claim`).
     """
     import soundfile as sf
 
     from finally_cli.audio.files import atomic_path
     from finally_cli.audio.io import load_mono
+    from finally_cli.evaluation.work_dir import claim
 
     stamp = {
         "baseline": name,
@@ -118,14 +118,10 @@ def run_baseline(
         "packages": {r: _version(r) for kind, r, _ in REQUIREMENTS[name] if kind == "distribution"}
         | {r: _module_version(r) for kind, r, _ in REQUIREMENTS[name] if kind == "module"},
     }
-    stamp_file = out_dir / ".baseline.json"
-    if out_dir.is_dir() and _read_json(stamp_file) != stamp:
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp_file.write_text(json.dumps(stamp), encoding="utf-8")
+    made = claim(out_dir, stamp, [f"{key}.wav" for key in noisy], ".baseline.json")
     for key, path in noisy.items():
         target = out_dir / f"{key}.wav"
-        if not target.exists():
+        if f"{key}.wav" not in made or not _readable(target):
             audio, rate = load_mono(path)
             result, out_rate = RUNNERS[name](audio, rate)
             with atomic_path(target) as tmp:
@@ -142,8 +138,12 @@ def _module_version(module: str) -> str | None:
     return None
 
 
-def _read_json(path: Path) -> dict | None:
+def _readable(path: Path) -> bool:
+    from finally_cli.audio.io import read_info
+    from finally_cli.errors import AudioError
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+        read_info(path)
+    except AudioError:
+        return False
+    return True

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from finally_cli.audio.chunking import WindowSpec
+from finally_cli.audio.files import remove_stale_staging, staging_prefix
 from finally_cli.audio.io import OutputFile
 from finally_cli.errors import FinallyError, FinallyWarning
 from finally_cli.inference.device import autocast, check_precision, pick_device
@@ -194,7 +195,8 @@ class Enhancer:
             raise_errors: re-raise a job's error instead of reporting it (single file).
         """
         results: list[FileResult] = []
-        workdir = Path(tempfile.mkdtemp(prefix="finally-"))
+        remove_stale_staging()  # what killed runs (SIGKILL, power loss) left behind
+        workdir = Path(tempfile.mkdtemp(prefix=staging_prefix()))
         open_jobs: list[FileJob] = []
 
         def report(result: FileResult) -> None:

@@ -19,7 +19,7 @@ import soxr
 
 from finally_cli.audio.chunking import OverlapAdder, WindowPlan, WindowSpec, mirror_indices
 from finally_cli.audio.level import LevelMeter
-from finally_cli.errors import AudioError
+from finally_cli.errors import AudioError, ModelError, OutputError
 from finally_cli.inference.options import EnhancerOptions, FileResult
 from finally_cli.inference.sources import Output, Sink, Source
 
@@ -156,6 +156,28 @@ class FileJob:
         self.started = time.perf_counter()
         meter = LevelMeter(self.source.sample_rate)
         resampler = Resampler(self.source.sample_rate, self.spec.input_rate, self.tracks)
+        try:
+            staged, position, gain = self._stage(meter, resampler)
+        except OSError as err:  # disk full, file-size limit: this file fails, the run goes on
+            where = self._stage_path.parent if self._stage_path else self.workdir
+            raise OutputError(
+                f"{self.source.name}: cannot stage the input in {where}: {err.strerror or err}"
+            ) from err
+        self.frames = position
+        self.gain = gain
+        self.plan = self.spec.plan(staged)
+        self._adder = OverlapAdder(self.plan, self.spec.factor, self.tracks)
+        self._wet_resampler = Resampler(self.spec.output_rate, self.out_rate, self.tracks)
+        self._wet = Fifo(self.tracks)
+        self._dry = Fifo(self.tracks)
+        self._dry_stream: Iterator[np.ndarray] | None = None
+        if self.mix < 1.0:
+            self._dry_stream = self._dry_buffers()
+        self._written = 0
+        self.sink = self.output.open(self.out_rate, self.tracks)
+
+    def _stage(self, meter: LevelMeter, resampler: Resampler) -> tuple[int, int, float]:
+        """Pass 1 into the staging file; returns (staged samples, input frames, gain)."""
         handle = tempfile.NamedTemporaryFile(dir=self.workdir, suffix=".f32", delete=False)
         self._stage_path = Path(handle.name)
         staged = 0
@@ -180,18 +202,7 @@ class FileJob:
             if staged == 0:  # fewer input samples than one model-rate sample
                 handle.write(np.zeros((1, self.tracks), dtype=np.float32).tobytes())
                 staged = 1
-        self.frames = position
-        self.gain = meter.gain()
-        self.plan = self.spec.plan(staged)
-        self._adder = OverlapAdder(self.plan, self.spec.factor, self.tracks)
-        self._wet_resampler = Resampler(self.spec.output_rate, self.out_rate, self.tracks)
-        self._wet = Fifo(self.tracks)
-        self._dry = Fifo(self.tracks)
-        self._dry_stream: Iterator[np.ndarray] | None = None
-        if self.mix < 1.0:
-            self._dry_stream = self._dry_buffers()
-        self._written = 0
-        self.sink = self.output.open(self.out_rate, self.tracks)
+        return staged, position, meter.gain()
 
     def tasks(self) -> Iterator[WindowTask]:
         """The windows to run, in the order `consume` needs them (tracks within a window)."""
@@ -229,6 +240,12 @@ class FileJob:
         seconds newly finalised. Sets `complete` after the last window's last track."""
         assert self.plan is not None
         output = output[: task.length * self.spec.factor]
+        if not np.isfinite(output).all():
+            at = self.plan.starts[task.window] / self.spec.input_rate
+            raise ModelError(
+                f"{self.source.name}: the model's output holds NaN/Inf (window at {at:.2f} s); "
+                f"no output written"
+            )
         final = self._adder.add(task.window, task.track, output)  # [tracks, frames]
         if final.shape[1]:
             wet = final.T / np.float32(self.gain)

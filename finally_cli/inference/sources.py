@@ -13,6 +13,7 @@ from finally_cli.audio.io import (
     AtomicWriter,
     AudioInfo,
     OutputFile,
+    check_sample_rate,
     read_buffers,
     read_info,
 )
@@ -56,8 +57,7 @@ class ArraySource:
                 f"{name}: expected [frames] or [frames, channels] with ≥ 1 frame, "
                 f"got shape {list(audio.shape)}"
             )
-        if sample_rate <= 0:
-            raise AudioError(f"{name}: invalid sample rate {sample_rate}")
+        check_sample_rate(name, int(sample_rate))
         self.audio = audio
         self.name = name
         self.sample_rate = int(sample_rate)
