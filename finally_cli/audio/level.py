@@ -11,35 +11,75 @@ PEAK_LIMIT = 0.95  # gained peak ceiling, below the generator's tanh output rang
 MAX_GAIN_DB = 40.0
 FRAME_SECONDS = 0.05
 ACTIVE_RANGE_DB = 40.0  # frames within this range of the loudest count as active
+SPIKE_DB = 40.0  # a frame this much louder than every frame 100-150 ms either side is a spike
+SPIKE_REACH = (2, 3)  # the frame distances compared: a word spans more than 100 ms
+INPUT_LIMIT = 2.0  # gained model input is clamped here: only an excluded spike reaches it
+# (peak-limited input stays below PEAK_LIMIT, plus what resampling overshoots)
 
 
 class LevelMeter:
-    """Accumulates peak and 50 ms frame energies over blocks of a mono signal."""
+    """Accumulates 50 ms frame energies and peaks over blocks of a signal.
+
+    Isolated spikes (a frame > SPIKE_DB above its neighbours 100-150 ms away, e.g. one
+    sample of 1e6 in a float file) count neither towards the active level nor the peak, so
+    one bad sample cannot turn the whole file's gain down to nothing.
+    """
 
     def __init__(self, sample_rate: int) -> None:
         self.frame = max(1, int(round(FRAME_SECONDS * sample_rate)))
-        self.peak = 0.0
         self.energies: list[float] = []
-        self._rest = np.zeros(0, dtype=np.float64)
+        self.peaks: list[float] = []
+        self._rest = np.zeros((2, 0), dtype=np.float64)  # [mono, |sample| max over channels]
 
-    def update(self, mono: np.ndarray) -> None:
-        if mono.size == 0:
+    def update(self, block: np.ndarray) -> None:
+        """Add samples: [samples] mono, or [samples, channels] (level of the channel mean,
+        peak over every channel)."""
+        block = np.asarray(block)
+        if block.shape[0] == 0:
             return
-        self.peak = max(self.peak, float(np.max(np.abs(mono))))
-        data = np.concatenate([self._rest, mono.astype(np.float64)])
-        whole = data.size // self.frame * self.frame
+        mono = block if block.ndim == 1 else block.mean(axis=1)
+        magnitude = np.abs(block) if block.ndim == 1 else np.abs(block).max(axis=1)
+        data = np.concatenate([self._rest, np.stack([mono, magnitude]).astype(np.float64)], 1)
+        whole = data.shape[1] // self.frame * self.frame
         if whole:
-            frames = data[:whole].reshape(-1, self.frame)
-            self.energies.extend(np.mean(frames**2, axis=1).tolist())
-        self._rest = data[whole:]
+            frames = data[:, :whole].reshape(2, -1, self.frame)
+            self.energies.extend(np.mean(frames[0] ** 2, axis=1).tolist())
+            self.peaks.extend(frames[1].max(axis=1).tolist())
+        self._rest = data[:, whole:]
+
+    def _frames(self) -> tuple[np.ndarray, np.ndarray]:
+        """(energies, peaks) of the frames that are not isolated spikes."""
+        energies, peaks = list(self.energies), list(self.peaks)
+        if self._rest.shape[1]:
+            energies.append(float(np.mean(self._rest[0] ** 2)))
+            peaks.append(float(self._rest[1].max()))
+        values, tops = np.asarray(energies), np.asarray(peaks)
+        if values.size == 0:
+            return values, tops
+        padded = np.pad(values, SPIKE_REACH[1], constant_values=np.nan)
+        count = values.size
+        around = np.stack(
+            [
+                padded[SPIKE_REACH[1] + shift : SPIKE_REACH[1] + shift + count]
+                for distance in range(SPIKE_REACH[0], SPIKE_REACH[1] + 1)
+                for shift in (-distance, distance)
+            ]
+        )
+        has_neighbour = ~np.isnan(around).all(axis=0)
+        louder = np.nanmax(np.where(has_neighbour, around, 0.0), axis=0)
+        spike = has_neighbour & (values > louder * 10 ** (SPIKE_DB / 10)) & (values > 0)
+        return values[~spike], tops[~spike]
+
+    @property
+    def peak(self) -> float:
+        """Largest absolute sample outside isolated spikes."""
+        _, tops = self._frames()
+        return float(tops.max()) if tops.size else 0.0
 
     def active_rms(self) -> float:
-        energies = list(self.energies)
-        if self._rest.size:
-            energies.append(float(np.mean(self._rest**2)))
-        if not energies:
+        values, _ = self._frames()
+        if not values.size:
             return 0.0
-        values = np.asarray(energies)
         loudest = values.max()
         if loudest <= 0:
             return 0.0
@@ -49,8 +89,9 @@ class LevelMeter:
     def gain(self) -> float:
         """Linear gain taking the active level to TARGET_DBFS, peak-limited; 1 for silence."""
         rms = self.active_rms()
-        if rms <= 1e-9 or self.peak <= 0:
+        peak = self.peak
+        if rms <= 1e-9 or peak <= 0:
             return 1.0
         gain = 10 ** (TARGET_DBFS / 20) / rms
-        gain = min(gain, PEAK_LIMIT / self.peak, 10 ** (MAX_GAIN_DB / 20))
+        gain = min(gain, PEAK_LIMIT / peak, 10 ** (MAX_GAIN_DB / 20))
         return float(gain)

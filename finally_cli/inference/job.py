@@ -18,7 +18,7 @@ import numpy as np
 import soxr
 
 from finally_cli.audio.chunking import OverlapAdder, WindowPlan, WindowSpec, mirror_indices
-from finally_cli.audio.level import LevelMeter
+from finally_cli.audio.level import INPUT_LIMIT, LevelMeter
 from finally_cli.errors import AudioError, ModelError, OutputError
 from finally_cli.inference.options import EnhancerOptions, FileResult
 from finally_cli.inference.sources import Output, Sink, Source
@@ -192,8 +192,7 @@ class FileJob:
                         f"(first at {at:.3f} s); refusing to process it"
                     )
                 position += buffer.shape[0]
-                meter.update(buffer.mean(axis=1))
-                meter.peak = max(meter.peak, float(np.abs(buffer).max()))
+                meter.update(buffer)
                 out = resampler(to_tracks(buffer, self.channels_mode), last=last)
                 handle.write(np.ascontiguousarray(out, dtype=np.float32).tobytes())
                 staged += out.shape[0]
@@ -232,7 +231,10 @@ class FileJob:
             offset=first * self.tracks * 4,
         ).reshape(-1, self.tracks)
         data = rows[indices - first, track]
-        return data * np.float32(self.gain)
+        # Only a spike the level pass left out exceeds INPUT_LIMIT once gained (the rest is
+        # peak-limited below it): clamped, it cannot drive the model's output to full scale.
+        gained = data * np.float32(self.gain)
+        return np.clip(gained, -INPUT_LIMIT, INPUT_LIMIT, out=gained)
 
     # -- pass 2 -----------------------------------------------------------------------
     def consume(self, task: WindowTask, output: np.ndarray) -> float:

@@ -1,0 +1,75 @@
+"""Hostile edges (issue 18 items 12-14): a spike that would saturate a file, eval's partial
+failures, and odd output paths and probe arguments; every failure one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from tests.conftest import speechlike, write
+
+runner = CliRunner()
+
+
+def invoke(*args: str):  # noqa: ANN201
+    from finally_cli.cli.app import app  # imported late: a CLI module being edited fails alone
+
+    return runner.invoke(app, list(args))
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+# -- item 12: an isolated spike never sets the gain of the whole file ------------------------
+def _spiked(seconds: float, rate: int, where: list[int], value: float = 1e6) -> np.ndarray:
+    audio = speechlike(seconds, rate)[:, 0].astype(np.float64)
+    audio[where] = value
+    return audio
+
+
+@pytest.mark.parametrize(
+    "where", [[5000], [0], [15999], [8000, 8001], [3000, 9000, 13000]], ids=str
+)
+def test_a_spike_does_not_set_the_gain(where: list[int]) -> None:
+    from finally_cli.audio.level import LevelMeter
+
+    def gain(audio: np.ndarray) -> float:
+        meter = LevelMeter(16000)
+        for block in np.array_split(audio, 7):  # streamed in odd blocks
+            meter.update(block)
+        return meter.gain()
+
+    clean = speechlike(1.0, 16000)[:, 0].astype(np.float64)
+    assert gain(_spiked(1.0, 16000, where)) == pytest.approx(gain(clean), rel=0.15)
+
+
+def test_speech_onsets_and_short_files_are_not_spikes() -> None:
+    from finally_cli.audio.level import LevelMeter
+
+    rate = 16000
+    word = speechlike(0.3, rate)[:, 0]
+    for audio in (
+        np.concatenate([np.zeros(rate), word, np.zeros(rate)]),  # one word in digital silence
+        word[:1600],  # 100 ms: too short to call any frame isolated
+    ):
+        meter = LevelMeter(rate)
+        meter.update(audio)
+        assert meter.peak == pytest.approx(float(np.abs(audio).max()))
+
+
+def test_one_huge_sample_does_not_clip_the_output(tmp_path: Path, tiny_dir: Path) -> None:
+    noisy = write(tmp_path / "spike.wav", _spiked(1.0, 16000, [5000]), 16000, "FLOAT")
+    out = tmp_path / "out.wav"
+    result = invoke("enhance", str(noisy), "-o", str(out), "--model", str(tiny_dir),
+                    "--device", "cpu", "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    audio, _ = sf.read(str(out))
+    clipped = np.mean(np.abs(audio) >= 0.999)
+    assert clipped < 0.01, f"{clipped:.0%} of the output clipped"
