@@ -142,7 +142,7 @@ def test_eval_reports_length_mismatch_and_bad_files(tmp_path: Path) -> None:
     result = runner.invoke(
         app, ["eval", str(short), "--reference", str(clean), "--metrics", "sisdr", "--workers", "1"]
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # s1 failed: exit 1, as the README says
     assert "short/s0: length differs from reference by -1.00 s" in result.stderr
     assert "short/s1: error" in result.stderr
 

@@ -73,3 +73,46 @@ def test_one_huge_sample_does_not_clip_the_output(tmp_path: Path, tiny_dir: Path
     audio, _ = sf.read(str(out))
     clipped = np.mean(np.abs(audio) >= 0.999)
     assert clipped < 0.01, f"{clipped:.0%} of the output clipped"
+
+
+# -- item 13: eval isolates each metric's failure and exits 1 when anything failed -----------
+def _eval(*args: str):  # noqa: ANN201
+    return invoke("eval", *args, "--workers", "1", "-q")
+
+
+@pytest.fixture
+def scored_sets(tmp_path: Path) -> tuple[Path, Path]:
+    ref, system = tmp_path / "ref", tmp_path / "sys"
+    ref.mkdir()
+    system.mkdir()
+    rng = np.random.default_rng(0)
+    for name, seconds in (("long", 1.0), ("short", 0.2)):  # PESQ needs 0.25 s
+        x = speechlike(seconds, 16000)[:, 0]
+        write(ref / f"{name}.wav", x, 16000)
+        write(system / f"{name}.wav", x + 0.01 * rng.standard_normal(x.size), 16000)
+    return ref, system
+
+
+def test_one_failing_metric_keeps_the_others(scored_sets: tuple[Path, Path], tmp_path: Path):
+    ref, system = scored_sets
+    table = tmp_path / "rows.csv"
+    result = _eval(str(system), "--reference", str(ref), "--metrics", "pesq,sisdr,estoi",
+                   "--csv", str(table))  # fmt: skip
+    assert result.exit_code == 1, result.output
+    import csv
+
+    rows = {r["file"]: r for r in csv.DictReader(table.open())}
+    assert rows["short"]["sisdr"] and rows["short"]["estoi"], rows["short"]
+    assert rows["short"]["pesq"] in ("", "nan"), rows["short"]
+    assert rows["long"]["pesq"] and rows["long"]["pesq"] != "nan"
+    assert "pesq: needs at least 0.25 s" in rows["short"]["notes"]
+    assert "b'" not in result.stderr and "sys/short: error: pesq" in result.stderr
+
+
+def test_eval_exits_1_when_nothing_could_be_scored(tmp_path: Path) -> None:
+    system = tmp_path / "sys"
+    system.mkdir()
+    (system / "broken.wav").write_bytes(b"RIFF garbage that no decoder reads")
+    result = _eval(str(system), "--metrics", "dnsmos")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output

@@ -190,6 +190,13 @@ def evaluate(
         _write_html(html, html_files, plan, rows, columns, summary, conditions, skipped,
                     noisy_files, system_dirs, noisy, quiet)  # fmt: skip
         console.print(f"listening report: {html}", highlight=False)
+    failed = [r for r in rows if str(r.get("notes", "")).startswith("error")]
+    if not columns:  # every file failed, no file matched, or every metric is n/a
+        why = f"{len(failed)} of {len(rows)} files failed" if rows else "no files to score"
+        fail(f"nothing could be scored ({why})", 1)
+    if failed:
+        console.print(f"{len(failed)} of {len(rows)} files failed (exit 1)", highlight=False)
+        raise typer.Exit(1)
 
 
 def _write_html(

@@ -95,22 +95,51 @@ def unique_names(names: list[str]) -> list[str]:
     return out
 
 
+def plain_message(err: BaseException) -> str:
+    """An exception as one readable line (PESQ raises bytes: b'Buffer needs to be ...')."""
+    if type(err).__name__ == "BufferTooShortError":  # pesq's; pesq may not be installed
+        return "needs at least 0.25 s of audio"
+    text = err.args[0] if len(err.args) == 1 else str(err)
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    text = " ".join(str(text).split())
+    return text or type(err).__name__
+
+
 def score_file(
     system: str, key: str, path: Path, reference: Path | None, metrics: list[str]
 ) -> dict:
-    """All requested metrics of one file (runs in a worker process)."""
+    """All requested metrics of one file (runs in a worker process).
+
+    A metric that fails leaves its own columns empty and says why in `notes`
+    ("error: pesq: needs at least 0.25 s of audio"); the other metrics are still scored.
+    """
     import soxr
 
     from finally_cli.evaluation import metrics as m
     from finally_cli.evaluation.align import align
 
     row: dict = {"system": system, "file": key, "lag_ms": math.nan, "notes": ""}
+    errors: list[str] = []
+    remarks: list[str] = []
+
+    def attempt(name: str, compute: Callable[[], object]) -> None:
+        try:
+            value = compute()
+        except Exception as err:  # noqa: BLE001 - one failing metric must not blank the others
+            errors.append(f"{name}: {plain_message(err)}")
+            return
+        if isinstance(value, dict):
+            row.update(value)
+        else:
+            row[name] = value
+
     try:
         estimate, rate = load_mono(path)
         est48 = soxr.resample(estimate, rate, 48000)
         est16 = soxr.resample(estimate, rate, 16000)
         if "dnsmos" in metrics:
-            row.update(m.dnsmos(est16))
+            attempt("dnsmos", lambda: m.dnsmos(est16))
         needs_ref = [n for n in metrics if n in m.REFERENCE_FUNCTIONS]
         if reference is not None and needs_ref:
             clean, clean_rate = load_mono(reference)
@@ -118,18 +147,22 @@ def score_file(
             pair = align(ref48, est48, 48000)
             row["lag_ms"] = pair.lag / 48.0
             if abs(pair.length_difference) > LENGTH_TOLERANCE_SECONDS * 48000:
-                row["notes"] = (
+                remarks.append(
                     f"length differs from reference by {pair.length_difference / 48000:+.2f} s"
                 )
             ref16 = soxr.resample(pair.reference, 48000, 16000)
             al16 = soxr.resample(pair.estimate, 48000, 16000)
             for name in needs_ref:
                 if name == "lsd":
-                    row["lsd"] = m.lsd(pair.reference, pair.estimate)
+                    attempt("lsd", lambda: m.lsd(pair.reference, pair.estimate))
                 else:
-                    row[name] = m.REFERENCE_FUNCTIONS[name](ref16, al16)
+                    function = m.REFERENCE_FUNCTIONS[name]
+                    attempt(name, lambda f=function: f(ref16, al16))
     except Exception as err:  # noqa: BLE001 - one bad file must not stop the others
-        row["notes"] = f"error: {err}"
+        errors.append(plain_message(err))
+    if errors:
+        remarks.insert(0, "error: " + "; ".join(errors))
+    row["notes"] = "; ".join(remarks)
     return row
 
 
