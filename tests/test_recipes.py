@@ -165,14 +165,25 @@ def _stages(runs: list) -> list[tuple[int, str]]:
 
 
 def test_training_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
-    """Every `finally train` line of the shipped recipe loads as a stage config; the export is
-    what weights/finally-small holds; INIT continues from given weights."""
-    runs, work = _recipe_calls(tmp_path, "finally-small-cpu.sh", {"INIT": "weights/finally-small"})
-    assert _stages(runs) == [(1, "s1")]
-    train = next(argv for argv in runs if "--run-dir" in argv)
-    assert "init_from=weights/finally-small" in train
+    """Every `finally train` line of the shipped recipe loads as a stage config: the broad-mix
+    phase (5 000 steps), then stage1.yaml's noise-centred mix from it; the export is what
+    weights/finally-small holds."""
+    runs, work = _recipe_calls(tmp_path, "finally-small-cpu.sh", {})
+    assert _stages(runs) == [(1, "s1"), (1, "s2")]
+    first, second = (argv for argv in runs if "--run-dir" in argv)
+    assert "steps=5000" in first and "degradation.p_mic=0.3" in first
+    assert f"init_from={work / 's1'}" in second
     exports = [argv[argv.index("-o") + 1] for argv in runs if argv[:2] == ["train", "export"]]
     assert exports[-1] == str(work / "finally-small")
+
+
+def test_training_recipe_continues_from_given_weights(tmp_path: Path) -> None:
+    """INIT=weights/finally-small (a new machine without the run folder): no first phase, the
+    noise-centred phase starts from the shipped weights."""
+    runs, _ = _recipe_calls(tmp_path, "finally-small-cpu.sh", {"INIT": "weights/finally-small"})
+    assert _stages(runs) == [(1, "s2")]
+    train = next(argv for argv in runs if "--run-dir" in argv)
+    assert "init_from=weights/finally-small" in train
 
 
 def test_hifi_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
