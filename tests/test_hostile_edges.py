@@ -116,3 +116,36 @@ def test_eval_exits_1_when_nothing_could_be_scored(tmp_path: Path) -> None:
     result = _eval(str(system), "--metrics", "dnsmos")
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
+
+
+# -- item 14: odd output paths, model names and probe arguments ------------------------------
+@pytest.mark.parametrize("kind", ["dangling", "loop"])
+def test_a_symlink_at_the_output_needs_overwrite(tmp_path: Path, tiny_dir: Path, kind: str):
+    noisy = write(tmp_path / "a.wav", speechlike(0.3, 16000), 16000)
+    out = tmp_path / "out.wav"
+    out.symlink_to(tmp_path / ("nowhere.wav" if kind == "dangling" else "out.wav"))
+    result = invoke("enhance", str(noisy), "-o", str(out), "--model", str(tiny_dir),
+                    "--device", "cpu", "-q")  # fmt: skip
+    assert result.exit_code != 0
+    assert "--overwrite" in one_error_line(result.stderr)
+    assert out.is_symlink()
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["enhance", "{a}", "--model", "~nouser-finally/x"], "~nouser-finally"),
+        (["probe-features", "--generate", "tones", "--segment-seconds", "0"], "--segment-seconds"),
+        (["probe-features", "--generate", "tones", "--segment-seconds", "-1"], "--segment-seconds"),
+        (["probe-features", "--generate", "tones", "--groups", "0"], "--groups"),
+        (["probe-features", "--generate", "tones", "--groups", "1"], "--groups"),
+        (["probe-features", "--generate", "tones", "--per-group", "1"], "--per-group"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else None,
+)
+def test_bad_arguments_are_one_line(tmp_path: Path, args: list[str], fragment: str) -> None:
+    noisy = write(tmp_path / "a.wav", speechlike(0.3, 16000), 16000)
+    result = invoke(*[a.format(a=noisy) for a in args])
+    assert result.exit_code in (1, 2), result.output
+    assert fragment in one_error_line(result.stderr)
+

@@ -268,7 +268,8 @@ class OutputFile:
                 f"into it (many files: finally batch)"
             )
         container, chosen = output_format(path, subtype)
-        if path.exists() and not overwrite:
+        # A dangling or looping symlink "does not exist", yet writing would replace it.
+        if (path.exists() or path.is_symlink()) and not overwrite:
             raise OutputError(f"{path}: output exists (pass --overwrite to replace it)")
         _check_folder(path)
         return cls(path, container, chosen, overwrite)

@@ -69,6 +69,12 @@ def probe_features(
         return
     if (groups is None) == (generate is None):
         fail("give GROUPS_DIR or --generate tts|tones (not both)", 2)
+    if not segment_seconds > 0:
+        fail(f"--segment-seconds {segment_seconds:g}: must be > 0", 2)
+    if generate is not None and group_count < 2:  # one group: every clustering scores 1.000
+        fail(f"--groups {group_count}: must be >= 2 (the rules compare groups)", 2)
+    if generate is not None and per_group < 2:
+        fail(f"--per-group {per_group}: must be >= 2", 2)
     if not snr_min < snr_max:
         fail(f"--snr-min {snr_min} must be below --snr-max {snr_max}", 2)
     if groups is not None:

@@ -68,7 +68,10 @@ def resolve_model(spec: str, revision: str | None = None, offline: bool = False)
     for base in weights_dirs():
         if "/" not in spec and (base / spec).is_dir():
             return ResolvedModel(base / spec, "registry", spec)
-    path = Path(spec).expanduser()
+    try:
+        path = Path(spec).expanduser()
+    except RuntimeError as err:  # "~nouser/x": no such user, or no home folder
+        raise CheckpointError(f"{spec}: cannot expand {spec.split('/')[0]}: {err}") from err
     if path.is_dir():
         return ResolvedModel(path, "folder", path.name)
     if path.exists():
