@@ -158,7 +158,7 @@ def _print_ranking(paths: list[Path]) -> None:
     from rich.table import Table
 
     from finally_cli.errors import ConfigError
-    from finally_cli.probing.ranking import rank
+    from finally_cli.models.pretrained.ranking import rank
 
     documents = []
     for path in paths:

@@ -98,7 +98,7 @@ def build_lmos(config: TrainConfig, generator: FinallyGenerator) -> LMOSLoss:
     """LMOS over the feature space `loss.features` names.
 
     "auto": WavLM's conv encoder when WavLM weights load, else the best probe-ranked
-    installed pretrained layer (`probing.ranking.PROBE_RANKING`), else the MR-STFT fallback.
+    installed pretrained layer (`models.pretrained.ranking.PROBE_RANKING`), else the MR-STFT fallback.
     """
     choice = config.loss.features
     encoder, name = None, "wavlm"
@@ -117,7 +117,7 @@ def build_lmos(config: TrainConfig, generator: FinallyGenerator) -> LMOSLoss:
             )
         if encoder is None:
             from finally_cli.models.pretrained import installed
-            from finally_cli.probing.ranking import best_installed
+            from finally_cli.models.pretrained.ranking import best_installed
 
             choice = best_installed(installed()) or "mrstft"
             log.warning(
