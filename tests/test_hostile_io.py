@@ -95,6 +95,25 @@ def test_eval_keeps_the_users_files_in_the_work_dir(tmp_path: Path) -> None:
     assert len(made) == 2 and all(name.startswith("enhanced-") for name in made), made
 
 
+def test_eval_removes_the_part_files_a_killed_eval_left(tmp_path: Path) -> None:
+    from finally_cli.models.hub import create_model, fingerprint, load_model, save_model
+
+    clean, noisy = _eval_sets(tmp_path)
+    work, model = tmp_path / "work", tmp_path / "model"
+    save_model(create_model("tiny", seed=0), model)
+    out = work / f"enhanced-{fingerprint(load_model(str(model)))[:12]}"  # as eval names it
+    out.mkdir(parents=True)
+    stale, alive = out / f".s0.wav.{dead_pid()}.part", out / f".s0.wav.{os.getppid()}.part"
+    for path in (stale, alive):
+        path.write_bytes(b"half a file")
+    result = invoke("eval", "--noisy", str(noisy), "--reference", str(clean), "--model",
+                    str(model), "--metrics", "sisdr", "--work-dir", str(work), "--device",
+                    "cpu", "--workers", "1", "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert not stale.exists() and alive.exists()  # a live process's temporary is not touched
+    assert sf.info(str(out / "s0.wav")).frames > 0
+
+
 def test_a_changed_baseline_removes_only_its_own_outputs(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

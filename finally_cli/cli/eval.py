@@ -243,6 +243,7 @@ def _enhance_folder(
     device: str,
     quiet: bool,
 ) -> Path:
+    from finally_cli.audio.files import remove_stale_parts
     from finally_cli.audio.io import OutputFile, duration_seconds, unfinished_output
     from finally_cli.cli.progress import audio_progress
     from finally_cli.evaluation.work_dir import claim
@@ -257,6 +258,7 @@ def _enhance_folder(
     out_dir = work_dir / f"enhanced-{digest[:12]}"
     names = {key: f"{key}.wav" for key in files}
     made = claim(out_dir, {"fingerprint": digest}, list(names.values()), ".model.json")
+    remove_stale_parts(out_dir / name for name in names.values())  # a killed eval's leftovers
     options = EnhancerOptions(device=device)
     pairs = []
     for key, path in files.items():
