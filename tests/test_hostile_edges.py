@@ -149,3 +149,60 @@ def test_bad_arguments_are_one_line(tmp_path: Path, args: list[str], fragment: s
     assert result.exit_code in (1, 2), result.output
     assert fragment in one_error_line(result.stderr)
 
+
+@pytest.mark.parametrize("failure", ["model", "input"])
+def test_a_failed_enhance_leaves_no_new_folder(tmp_path: Path, tiny_dir: Path, failure: str):
+    noisy = write(tmp_path / "a.wav", speechlike(0.3, 16000), 16000)
+    if failure == "input":
+        noisy = tmp_path / "broken.wav"
+        noisy.write_bytes(b"RIFF garbage that no decoder reads")
+    model = str(tmp_path / "no-such-model") if failure == "model" else str(tiny_dir)
+    out = tmp_path / "new" / "deeper" / "out.wav"
+    result = invoke("enhance", str(noisy), "-o", str(out), "--model", model,
+                    "--device", "cpu", "-q")  # fmt: skip
+    assert result.exit_code != 0
+    one_error_line(result.stderr)
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_failed_batch_leaves_no_new_folder(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write(inputs / "a.wav", speechlike(0.3, 16000), 16000)
+    existing = tmp_path / "kept"
+    existing.mkdir()  # made by the user, not by the tool: stays
+    for out in (tmp_path / "new" / "out", existing):
+        result = invoke("batch", str(inputs), "-o", str(out), "--model",
+                        str(tmp_path / "no-model"), "--device", "cpu", "-q")  # fmt: skip
+        assert result.exit_code != 0, result.output
+    assert not (tmp_path / "new").exists()
+    assert existing.is_dir()
+
+
+def test_an_output_under_a_file_is_refused_before_work(tmp_path: Path, tiny_dir: Path):
+    noisy = write(tmp_path / "a.wav", speechlike(0.3, 16000), 16000)
+    (tmp_path / "plain").write_text("not a folder")
+    result = invoke("enhance", str(noisy), "-o", str(tmp_path / "plain" / "x" / "out.wav"),
+                    "--model", str(tiny_dir), "--device", "cpu", "-q")  # fmt: skip
+    assert result.exit_code != 0
+    assert "not a folder" in one_error_line(result.stderr)
+
+
+@pytest.mark.parametrize("case", ["silent", "identical"])
+def test_degenerate_probe_groups_are_refused(tmp_path: Path, case: str) -> None:
+    rng = np.random.default_rng(0)
+    tone = 0.3 * np.sin(np.arange(8000) * 0.05)
+    for index, name in enumerate(("aa", "bb", "cc")):
+        (tmp_path / name).mkdir()
+        for take in range(3):
+            if case == "silent":  # bb is all digital silence
+                audio = np.zeros(8000) if name == "bb" else rng.standard_normal(8000) * 0.1
+            else:  # bb and cc hold the same clips
+                audio = tone if name != "aa" else tone * np.hanning(8000) + 0.01 * take
+            write(tmp_path / name / f"{take}.wav", audio * (index + 1 if case == "silent" else 1),
+                  16000)  # fmt: skip
+    result = invoke("probe-features", str(tmp_path), "--extractor", "logmel", "-q")
+    assert result.exit_code != 0, result.output
+    line = one_error_line(result.stderr)
+    assert "bb" in line and ("cc" in line or case == "silent"), line
+    assert "nan" not in result.stdout and "1.000" not in result.stdout

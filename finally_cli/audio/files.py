@@ -164,13 +164,45 @@ def check_writable(path: Path, what: str) -> None:
 
     if path.is_dir():
         raise OutputError(f"{path}: {what} is a folder")
+    problem = folder_problem(path)
+    if problem:
+        raise OutputError(f"{path}: cannot write the {what}: {problem}")
+
+
+def folder_problem(path: Path) -> str | None:
+    """Why no file could be made at `path` (judged by its nearest existing ancestor), or None."""
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise OutputError(f"{path}: cannot write the {what}: {parent} is not a folder")
+        return f"{parent} is not a folder"
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{path}: cannot write the {what}: folder {parent} is not writable")
+        return f"folder {parent} is not writable"
+    return None
+
+
+def make_parents(path: Path) -> list[Path]:
+    """Create the missing folders above `path`; returns those this call made, outermost first."""
+    missing = []
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        remove_made(missing[::-1])
+        raise
+    return missing[::-1]
+
+
+def remove_made(folders: list[Path]) -> None:
+    """Remove folders `make_parents` made, innermost first, stopping at one no longer empty."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:  # something else was put there meanwhile: keep it and its parents
+            return
 
 
 def temporary_name(path: Path) -> Path:

@@ -11,7 +11,13 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from finally_cli.audio.files import FFMPEG_EXTENSIONS, temporary_name
+from finally_cli.audio.files import (
+    FFMPEG_EXTENSIONS,
+    folder_problem,
+    make_parents,
+    remove_made,
+    temporary_name,
+)
 from finally_cli.errors import AudioError, ConfigError, OutputError
 
 # Frames per read and per ffmpeg pipe buffer (I/O "buffers"; model inputs are "windows").
@@ -280,13 +286,11 @@ class OutputFile:
 
 
 def _check_folder(path: Path) -> None:
-    parent = path.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"{path}: cannot write: {err.strerror or err}") from err
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"{path}: cannot write: folder {parent} is not writable")
+    # Only checked: folders are made when the first block is written (`AtomicWriter`), so a
+    # run that fails before then (a bad model, an unreadable input) leaves no empty folder.
+    problem = folder_problem(path)
+    if problem:
+        raise OutputError(f"{path}: cannot write: {problem}")
 
 
 class AtomicWriter:
@@ -306,8 +310,11 @@ class AtomicWriter:
         self.overwrite = target.overwrite
         self.clip = self.subtype not in FLOAT_SUBTYPES
         self.tmp = temporary_name(path)
+        self.made: list[Path] = []  # folders this writer created; removed again on discard
+        self.handle: sf.SoundFile | None = None
         try:
-            self.handle: sf.SoundFile | None = sf.SoundFile(
+            self.made = make_parents(path)
+            self.handle = sf.SoundFile(
                 str(self.tmp),
                 "w",
                 samplerate=sample_rate,
@@ -316,7 +323,7 @@ class AtomicWriter:
                 format=self.container,
             )
         except (sf.LibsndfileError, RuntimeError, OSError) as err:
-            self._remove_tmp()
+            self.discard()
             raise OutputError(f"{path}: cannot write: {err}") from err
         self.frames = 0
 
@@ -357,6 +364,8 @@ class AtomicWriter:
                 pass
             self.handle = None
         self._remove_tmp()
+        remove_made(self.made)
+        self.made = []
 
     def _remove_tmp(self) -> None:
         try:

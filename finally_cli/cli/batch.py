@@ -236,7 +236,8 @@ def batch(
     finally:
         if group is None:
             kept = {k: v for k, v in earlier.items() if k not in rows}
-            write_report(report_path, list(kept.values()) + list(rows.values()))
+            if kept or rows:  # nothing to record (the model failed to load): no new folder
+                write_report(report_path, list(kept.values()) + list(rows.values()))
         else:  # also when interrupted: a record of what this rank finished
             write_shard(report_path, rank, list(rows.values()))
     done = {str(path) for path, _ in pairs} | refused
