@@ -9,7 +9,13 @@ import numpy as np
 
 from finally_cli.probing.extractors import Extractor
 from finally_cli.probing.groups import GroupSet
-from finally_cli.probing.rules import clustering_rule, noisy_copies, snr_rule
+from finally_cli.probing.rules import (
+    check_groups_differ,
+    check_groups_have_sound,
+    clustering_rule,
+    noisy_copies,
+    snr_rule,
+)
 
 
 def probe(
@@ -20,15 +26,23 @@ def probe(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict]:
-    """Scores per extractor: rand_index, adjusted_rand_index, snr_score, dims."""
+    """Scores per extractor: rand_index, adjusted_rand_index, snr_score, dims.
+
+    Raises:
+        ConfigError: a group is all silence, two groups' features are identical, or a
+            group's features ignore the noise (either would score a meaningless nan or 1.000).
+    """
+    labels, names = groups.labels, groups.names
+    check_groups_have_sound(groups.segments, labels, names)
     noisy, snrs = noisy_copies(groups.segments, noise, snr_range, seed)
     rows = []
     for extractor in extractors:
         clean_features = extractor.fn(groups.segments)
         noisy_features = extractor.fn(noisy)
         row = {"extractor": extractor.name, "dims": int(clean_features.shape[1])}
-        row.update(clustering_rule(clean_features, groups.labels, seed))
-        row["snr_score"] = snr_rule(clean_features, noisy_features, snrs, groups.labels)
+        check_groups_differ(clean_features, labels, names, extractor.name)
+        row.update(clustering_rule(clean_features, labels, seed))
+        row["snr_score"] = snr_rule(clean_features, noisy_features, snrs, labels, names)
         rows.append(row)
         if progress:
             progress(extractor.name)

@@ -5,6 +5,40 @@ from __future__ import annotations
 import numpy as np
 
 from finally_cli.audio.mixing import mix_at_snr
+from finally_cli.errors import ConfigError
+
+# Below this peak a group counts as silent: noise mixed "at an SNR" into it is scaled to nothing.
+SILENCE_PEAK = 1e-6
+
+
+def check_groups_have_sound(segments: np.ndarray, labels: np.ndarray, names: list[str]) -> None:
+    """Raises ConfigError naming the first group whose segments are all silent.
+
+    Args:
+        segments: [segments, samples] audio. labels: [segments] group index. names: by index.
+    """
+    for group in np.unique(labels):
+        if np.abs(segments[labels == group]).max() < SILENCE_PEAK:
+            raise ConfigError(f"group {names[group]!r}: every segment is silent; nothing to probe")
+
+
+def check_groups_differ(
+    features: np.ndarray, labels: np.ndarray, names: list[str], extractor: str
+) -> None:
+    """Raises ConfigError naming two groups with identical features (K-means cannot split them).
+
+    Args:
+        features: [segments, dims]. labels: [segments] group index. names: by index.
+    """
+    seen: dict[frozenset[bytes], str] = {}
+    for group in np.unique(labels):
+        key = frozenset(row.tobytes() for row in features[labels == group])
+        if key in seen:
+            raise ConfigError(
+                f"groups {seen[key]!r} and {names[group]!r}: identical {extractor} features "
+                f"(the same clips?); the clustering rule cannot tell them apart"
+            )
+        seen[key] = names[group]
 
 
 def clustering_rule(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, float]:
@@ -47,13 +81,18 @@ def _fit(clip: np.ndarray, samples: int) -> np.ndarray:
 
 
 def snr_rule(
-    clean_features: np.ndarray, noisy_features: np.ndarray, snrs: np.ndarray, labels: np.ndarray
+    clean_features: np.ndarray,
+    noisy_features: np.ndarray,
+    snrs: np.ndarray,
+    labels: np.ndarray,
+    names: list[str] | None = None,
 ) -> float:
     """Negative Spearman correlation between SNR and distance to the clean group centre.
 
     The distance of a noisy member's features to the mean of its group's clean features
     should fall as the SNR rises, so a well-structured space scores close to +1.
-    Averaged over groups.
+    Averaged over groups. With `names`, a group whose distances do not vary at all (the
+    correlation is undefined) raises ConfigError naming it instead of being left out.
     """
     from scipy.stats import spearmanr
 
@@ -65,6 +104,11 @@ def snr_rule(
         rho = spearmanr(snrs[members], distance).statistic
         if np.isfinite(rho):
             scores.append(-rho)
+        elif names is not None:
+            raise ConfigError(
+                f"group {names[group]!r}: its features do not change with the noise added, so "
+                f"the SNR rule is undefined (silent or identical segments?)"
+            )
     return float(np.mean(scores)) if scores else float("nan")
 
 
