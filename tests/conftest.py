@@ -64,3 +64,19 @@ def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
     reference = np.asarray(reference, dtype=np.float64)
     error = reference - np.asarray(estimate, dtype=np.float64)
     return float(10 * np.log10(np.sum(reference**2) / max(np.sum(error**2), 1e-30)))
+
+
+def invoke(*args: str):  # noqa: ANN201
+    """Run the `finally` CLI in-process (typer's CliRunner), stdout and stderr kept apart."""
+    from typer.testing import CliRunner
+
+    from finally_cli.cli.app import app  # imported late: a CLI module being edited fails alone
+
+    return CliRunner().invoke(app, list(args))
+
+
+def one_error_line(stderr: str) -> str:
+    """The one non-empty line a refused command printed (asserts there is exactly one)."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]

@@ -13,19 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from typer.testing import CliRunner
 
 from finally_cli.errors import CheckpointError, ConfigError, FinallyError
 from finally_cli.models.hub import create_model, load_model, read_config, save_model
-from tests.conftest import speechlike, write
-
-runner = CliRunner()
-
-
-def invoke(*args: str):  # noqa: ANN201
-    from finally_cli.cli.app import app  # imported late: a CLI module being edited fails alone
-
-    return runner.invoke(app, list(args))
+from tests.conftest import invoke, speechlike, write
 
 
 def one_line(err: BaseException) -> str:

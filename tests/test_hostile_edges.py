@@ -8,23 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from typer.testing import CliRunner
 
-from tests.conftest import speechlike, write
-
-runner = CliRunner()
-
-
-def invoke(*args: str):  # noqa: ANN201
-    from finally_cli.cli.app import app  # imported late: a CLI module being edited fails alone
-
-    return runner.invoke(app, list(args))
-
-
-def one_error_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in stderr, stderr
-    return lines[0]
+from tests.conftest import invoke, one_error_line, speechlike, write
 
 
 # -- item 12: an isolated spike never sets the gain of the whole file ------------------------

@@ -17,24 +17,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from typer.testing import CliRunner
 
 from finally_cli.errors import AudioError, FinallyError, OutputError
-from tests.conftest import speechlike, write
-
-runner = CliRunner()
-
-
-def invoke(*args: str):  # noqa: ANN201
-    from finally_cli.cli.app import app
-
-    return runner.invoke(app, list(args))
-
-
-def one_error_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in stderr, stderr
-    return lines[0]
+from tests.conftest import invoke, one_error_line, speechlike, write
 
 
 def dead_pid() -> int:
@@ -55,6 +40,15 @@ def tree(tmp_path: Path) -> tuple[Path, Path]:
     for i, name in enumerate(("a", "b")):
         write(src / f"{name}.wav", speechlike(0.3 + 0.1 * i, 16000, seed=i), 16000)
     return src, tmp_path / "out"
+
+
+@pytest.fixture
+def staging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The temporary folder every staging folder goes into, for this test alone."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
 
 
 def batch(src: Path, out: Path, model: Path, *extra: str):  # noqa: ANN201
@@ -216,14 +210,11 @@ def test_batch_output_inside_the_input_is_skipped_when_scanning(
 
 # -- item 5: SIGTERM, and what a SIGKILL left behind -----------------------------------------
 def test_sigterm_in_batch_removes_part_and_staging_and_keeps_the_report(
-    tree: tuple[Path, Path], tiny_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    tree: tuple[Path, Path], tiny_dir: Path, monkeypatch: pytest.MonkeyPatch, staging: Path
 ) -> None:
     from finally_cli.inference.enhancer import Enhancer
 
     src, out = tree
-    staging = tmp_path / "tmp"
-    staging.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(staging))
     run_windows = Enhancer.run_windows
     seen: list[Path] = []
 
@@ -245,12 +236,9 @@ def test_sigterm_in_batch_removes_part_and_staging_and_keeps_the_report(
 
 
 def test_leftovers_of_a_killed_run_are_removed_by_the_next(
-    tree: tuple[Path, Path], tiny_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    tree: tuple[Path, Path], tiny_dir: Path, staging: Path
 ) -> None:
     src, out = tree
-    staging = tmp_path / "tmp"
-    staging.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(staging))
     out.mkdir()
     gone, alive = dead_pid(), os.getppid()
     host = socket.gethostname()

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 from finally_cli.cli.app import app
 from finally_cli.errors import CheckpointError, ConfigError
 from finally_cli.models import pretrained
+from finally_cli.models.pretrained import ranking
 from finally_cli.models.pretrained.base import LayerFeatures
 from finally_cli.models.pretrained.ge2e import load_ge2e
 from finally_cli.models.pretrained.whisper import load_whisper
-from finally_cli.models.pretrained import ranking
 from finally_cli.training.config import LossConfig, load_config
 from finally_cli.training.losses import LMOSLoss
 from tests.conftest import write
