@@ -188,6 +188,33 @@ def test_second_noise_adds_another_scene_at_the_same_snr() -> None:
     assert mixed >= 2
 
 
+def test_a_recorded_room_changes_the_tail_not_the_level(tmp_path: Path) -> None:
+    """A room IR file with a strong tail (+11 dB of energy over its peak, like the recipe's
+    rooms) must not make the reverberant input louder than its dry target: the model would
+    learn to turn speech down whenever it suspects a room."""
+    import numpy as np
+    import soundfile as sf
+
+    from finally_cli.training.data import index_folders, load_sources
+    from finally_cli.training.degradations import DegradationConfig, Degrader
+
+    rng = np.random.default_rng(0)
+    t = np.arange(int(0.5 * 48000)) / 48000
+    ir = rng.standard_normal(t.size) * np.exp(-6.9 * t / 0.5)
+    ir[0] = np.abs(ir).max() * 1.5
+    ir /= np.abs(ir).max()
+    assert 10 * np.log10(np.sum(ir**2)) > 8  # as loud as the recipe's rooms
+    (tmp_path / "rooms").mkdir()
+    sf.write(tmp_path / "rooms" / "hall.wav", ir, 48000)
+    sources = load_sources([], index_folders([str(tmp_path / "rooms")], "rooms"), [], 10.0)
+    degrader = Degrader(DegradationConfig(p_room=1.0), sources)
+    speech = rng.standard_normal(2 * 48000) * np.sin(np.pi * np.arange(2 * 48000) / 9600) ** 2
+    wet, label = degrader._room(speech, np.random.default_rng(1))
+    assert label == "room" and not np.allclose(wet, speech)
+    level_db = 10 * np.log10(np.mean(wet**2) / np.mean(speech**2))
+    assert abs(level_db) < 1.5, level_db
+
+
 def test_models_info_counts_the_restorer_on_the_meta_device() -> None:
     from typer.testing import CliRunner
 

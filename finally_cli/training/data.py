@@ -16,7 +16,13 @@ import torch
 from finally_cli.audio.files import find_audio
 from finally_cli.audio.level import LevelMeter
 from finally_cli.errors import ConfigError
-from finally_cli.training.degradations import RATE, DegradationConfig, Degrader, Sources
+from finally_cli.training.degradations import (
+    RATE,
+    DegradationConfig,
+    Degrader,
+    Sources,
+    unit_energy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +129,13 @@ def read_mono(clip: Clip, start: int = 0, frames: int = -1) -> np.ndarray:
 def load_sources(
     noise: list[Clip], rooms: list[Clip], mics: list[Clip], max_seconds: float
 ) -> Sources:
-    """Noises and impulse responses in memory at 48 kHz (noises capped at `max_seconds`)."""
+    """Noises and impulse responses in memory at 48 kHz (noises capped at `max_seconds`).
+
+    Impulse responses are scaled to unit energy, so a room or microphone changes the speech's
+    colour and tail but not its level. Unscaled, the recipe's rooms made reverberant input
+    2-19 dB louder than its dry target, and the model learned to turn all speech down a
+    little whenever it suspected a room (docs/training.md, session 8).
+    """
 
     def load(clips: list[Clip], cap: float | None) -> list[np.ndarray]:
         out = []
@@ -133,7 +145,10 @@ def load_sources(
             out.append(audio.astype(np.float32))  # hours of noise: half the memory of float64
         return out
 
-    return Sources(load(noise, max_seconds), load(rooms, None), load(mics, None))
+    def load_irs(clips: list[Clip]) -> list[np.ndarray]:
+        return [unit_energy(ir) for ir in load(clips, None)]
+
+    return Sources(load(noise, max_seconds), load_irs(rooms), load_irs(mics))
 
 
 def active_db(audio: np.ndarray) -> float:

@@ -100,7 +100,13 @@ def synthetic_room(rng: np.random.Generator, rt60: float) -> np.ndarray:
     tail = rng.standard_normal(length) * np.exp(-6.9 * t / rt60)
     tail[0] = 0.0
     ir = np.concatenate([[1.0], np.zeros(int(rng.uniform(0.002, 0.02) * RATE)), tail * 0.3])
-    return ir / np.sqrt(np.sum(ir**2))
+    return unit_energy(ir)
+
+
+def unit_energy(ir: np.ndarray) -> np.ndarray:
+    """`ir` scaled so that Σ ir² = 1 (unchanged when silent)."""
+    energy = float(np.sum(np.asarray(ir, dtype=np.float64) ** 2))
+    return ir if energy <= 0 else (ir / np.sqrt(energy)).astype(ir.dtype, copy=False)
 
 
 def random_eq(rng: np.random.Generator, audio: np.ndarray) -> np.ndarray:

@@ -98,7 +98,8 @@ def build_lmos(config: TrainConfig, generator: FinallyGenerator) -> LMOSLoss:
     """LMOS over the feature space `loss.features` names.
 
     "auto": WavLM's conv encoder when WavLM weights load, else the best probe-ranked
-    installed pretrained layer (`models.pretrained.ranking.PROBE_RANKING`), else the MR-STFT fallback.
+    installed pretrained layer (`models.pretrained.ranking.PROBE_RANKING`), else the MR-STFT
+    fallback.
     """
     choice = config.loss.features
     encoder, name = None, "wavlm"
