@@ -100,6 +100,7 @@ class FinallyGenerator(nn.Module):
             sr.context_frames,
             sr.compression,
             sr.max_gain,
+            sr.magnitude_bins,
         )
         uw = config.upsample_wave_unet
         if uw.enabled:

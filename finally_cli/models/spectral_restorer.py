@@ -28,8 +28,11 @@ def erb_filterbank(n_fft: int, sample_rate: int, bands: int) -> torch.Tensor:
 class SpectralRestorer(nn.Module):
     """16 kHz waveform → STFT → band gains (all bins) + deep filter (low bins) → iSTFT.
 
-    Per frame the input features are the log power in `erb_bands` ERB bands and the
-    power-law compressed complex spectrum of the lowest `df_bins` bins. A temporal conv
+    Per frame the input features are the log power in `erb_bands` ERB bands, the power-law
+    compressed complex spectrum of the lowest `df_bins` bins and, when `magnitude_bins` > 0,
+    the log power of the lowest `magnitude_bins` bins: at 31 Hz per bin it shows the
+    harmonics of voiced speech, which neither the ERB bands (too wide) nor the complex values
+    (their phase turns from frame to frame) show to a single input layer. A temporal conv
     (`context_frames` wide, centred: it sees (context_frames − 1) / 2 future frames) and a
     stack of GRUs turn them into (a) one gain per band in [0, `max_gain`], interpolated over
     all bins, and (b) `df_order` complex filter taps per low bin applied across frames to the
@@ -47,6 +50,7 @@ class SpectralRestorer(nn.Module):
         context_frames: width of the input temporal conv (odd).
         compression: power-law exponent for the complex input features.
         max_gain: upper bound of the band gains (> 1 lets it undo a microphone's dips).
+        magnitude_bins: low bins whose log power is an input feature too (0 = none).
     """
 
     def __init__(
@@ -62,14 +66,16 @@ class SpectralRestorer(nn.Module):
         context_frames: int = 5,
         compression: float = 0.3,
         max_gain: float = 2.0,
+        magnitude_bins: int = 0,
     ) -> None:
         super().__init__()
         self.n_fft, self.hop = n_fft, hop
         self.df_bins, self.df_order, self.df_lookahead = df_bins, df_order, df_lookahead
         self.compression, self.max_gain = compression, max_gain
+        self.magnitude_bins = magnitude_bins
         self.register_buffer("window", torch.hann_window(n_fft, device="cpu"), persistent=False)
         self.register_buffer("erb", erb_filterbank(n_fft, 16000, erb_bands), persistent=False)
-        features = erb_bands + 2 * df_bins
+        features = erb_bands + 2 * df_bins + magnitude_bins
         self.encoder = nn.Sequential(
             nn.Conv1d(features, hidden, context_frames, padding=context_frames // 2),
             nn.PReLU(hidden),
@@ -97,12 +103,17 @@ class SpectralRestorer(nn.Module):
         return taps.flatten()
 
     def features(self, spec: torch.Tensor) -> torch.Tensor:
-        """[batch, bins, frames] complex → [batch, erb_bands + 2·df_bins, frames]."""
+        """[batch, bins, frames] complex → [batch, erb_bands + 2·df_bins + magnitude_bins,
+        frames] (new features go last, so a grown input layer starts from the old one)."""
         power = spec.real.square() + spec.imag.square()
         band_db = 10 * torch.log10(torch.matmul(self.erb, power) + 1e-10)
         low = spec[:, : self.df_bins]
         scale = (power[:, : self.df_bins] + 1e-12).pow((self.compression - 1) / 2)
-        return torch.cat([band_db / 40 + 1, low.real * scale, low.imag * scale], dim=1)
+        features = [band_db / 40 + 1, low.real * scale, low.imag * scale]
+        if self.magnitude_bins:
+            bin_db = 10 * torch.log10(power[:, : self.magnitude_bins] + 1e-10)
+            features.append(bin_db / 40 + 1)
+        return torch.cat(features, dim=1)
 
     def deep_filter(self, spec: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
         """Σ_k taps[k] · spec[t − (order − 1 − lookahead) + k] over the low bins.

@@ -56,6 +56,34 @@ def generator_config(config: TrainConfig) -> tuple[GeneratorConfig, dict | None]
     return gen, weights
 
 
+def _grown_inputs(
+    own: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Previous-stage weights of layers that only gained input channels, zero-padded.
+
+    A config that appends input features (e.g. `spectral_restorer.magnitude_bins`) widens
+    dimension 1 of its first layer's weight and nothing else; with zero weights on the new
+    channels the layer, and so the model, computes exactly what it did, and training then
+    learns to use them (instead of restarting that layer from random).
+    """
+    grown = {}
+    for name, old in weights.items():
+        new = own.get(name)
+        only_inputs_grew = (
+            new is not None
+            and new.dim() == old.dim() >= 2
+            and new.shape[0] == old.shape[0]
+            and new.shape[2:] == old.shape[2:]
+            and new.shape[1] > old.shape[1]
+        )
+        if only_inputs_grew:
+            grown[name] = torch.zeros_like(new, dtype=old.dtype)
+            grown[name][:, : old.shape[1]] = old
+            added = new.shape[1] - old.shape[1]
+            log.info("%s: %d input channels added with zero weights", name, added)
+    return grown
+
+
 def build_generator(config: TrainConfig) -> FinallyGenerator:
     gen_config, weights = generator_config(config)
     model = create_model(gen_config, seed=config.seed)
@@ -65,6 +93,7 @@ def build_generator(config: TrainConfig) -> FinallyGenerator:
         log.info("identity init: the generator starts with output ≈ input")
     if weights is not None:
         own = model.state_dict()
+        weights = {**weights, **_grown_inputs(own, weights)}
         usable = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
         new = sorted(set(own) - set(usable))
         dropped = sorted(set(weights) - set(usable))
