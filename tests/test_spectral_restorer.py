@@ -89,6 +89,8 @@ def test_a_band_gain_of_one_half_halves_the_output() -> None:
 def test_config_validation_names_the_field() -> None:
     with pytest.raises(ConfigError, match="magnitude_bins"):
         SpectralRestorerConfig(enabled=True, magnitude_bins=300)
+    with pytest.raises(ConfigError, match="residual_gru_layers"):
+        SpectralRestorerConfig(enabled=True, residual_gru_layers=-1)
     with pytest.raises(ConfigError, match="spectral_restorer.hop=100"):
         SpectralRestorerConfig(hop=100)
     with pytest.raises(ConfigError, match="df_lookahead=3"):
@@ -130,8 +132,8 @@ def test_stage3_starts_from_the_stage2_output(tmp_path: Path) -> None:
 
 
 def test_magnitude_features_grow_a_trained_model_without_changing_it(tmp_path: Path) -> None:
-    """Adding `magnitude_bins` to a trained model (an overlay on init_from) starts from exactly
-    its output; the new input channels then learn (they see the harmonics)."""
+    """Adding `magnitude_bins` and a residual GRU layer to a trained model (an overlay on
+    init_from) starts from exactly its output; the new parts then learn."""
     from finally_cli.models.hub import save_model
     from finally_cli.training.config import load_config
     from finally_cli.training.model_setup import build_generator
@@ -139,7 +141,7 @@ def test_magnitude_features_grow_a_trained_model_without_changing_it(tmp_path: P
     trained = create_model(_small(False), seed=5).eval()
     save_model(trained, tmp_path / "trained")
     overlay = tmp_path / "magnitude.yaml"
-    overlay.write_text("spectral_restorer:\n  magnitude_bins: 96\n")
+    overlay.write_text("spectral_restorer:\n  magnitude_bins: 96\n  residual_gru_layers: 1\n")
     grown = build_generator(
         load_config(
             "finally-small/stage1",
@@ -156,6 +158,7 @@ def test_magnitude_features_grow_a_trained_model_without_changing_it(tmp_path: P
     torch.nn.functional.mse_loss(grown(waveform), target).backward()
     weight_grad = restorer.encoder[0].weight.grad
     assert weight_grad[:, 224:].abs().sum() > 0  # the magnitude channels learn
+    assert restorer.residual_projections[0].weight.grad.abs().sum() > 0  # so does the new GRU
     features = restorer.features(torch.stft(waveform[:, 0], 512, 128, return_complex=True,
                                             window=torch.hann_window(512)))  # fmt: skip
     assert features.shape[1] == 320 and torch.isfinite(features).all()

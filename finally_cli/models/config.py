@@ -332,6 +332,7 @@ class SpectralRestorerConfig:
     compression: float = 0.3
     max_gain: float = 2.0
     magnitude_bins: int = 0
+    residual_gru_layers: int = 0
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -359,6 +360,11 @@ class SpectralRestorerConfig:
             raise ConfigError(f"spectral_restorer.compression={self.compression}: expected (0, 1]")
         if not 1 < self.max_gain <= 1000:
             raise ConfigError(f"spectral_restorer.max_gain={self.max_gain}: expected (1, 1000]")
+        if not 0 <= self.residual_gru_layers <= 16:
+            raise ConfigError(
+                f"spectral_restorer.residual_gru_layers={self.residual_gru_layers}: "
+                "expected 0 to 16"
+            )
         if not 0 <= self.magnitude_bins <= self.n_fft // 2 + 1:
             raise ConfigError(
                 f"spectral_restorer.magnitude_bins={self.magnitude_bins}: expected 0 to "

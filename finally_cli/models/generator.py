@@ -101,6 +101,7 @@ class FinallyGenerator(nn.Module):
             sr.compression,
             sr.max_gain,
             sr.magnitude_bins,
+            sr.residual_gru_layers,
         )
         uw = config.upsample_wave_unet
         if uw.enabled:

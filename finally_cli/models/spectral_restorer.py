@@ -51,6 +51,9 @@ class SpectralRestorer(nn.Module):
         compression: power-law exponent for the complex input features.
         max_gain: upper bound of the band gains (> 1 lets it undo a microphone's dips).
         magnitude_bins: low bins whose log power is an input feature too (0 = none).
+        residual_gru_layers: GRU layers after the stack, each added to its input through a
+            projection that starts at zero, so a trained model grown by them (`init_from`)
+            starts from exactly its output.
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class SpectralRestorer(nn.Module):
         compression: float = 0.3,
         max_gain: float = 2.0,
         magnitude_bins: int = 0,
+        residual_gru_layers: int = 0,
     ) -> None:
         super().__init__()
         self.n_fft, self.hop = n_fft, hop
@@ -81,6 +85,15 @@ class SpectralRestorer(nn.Module):
             nn.PReLU(hidden),
         )
         self.gru = nn.GRU(hidden, hidden, num_layers=gru_layers, batch_first=True)
+        self.residual_grus = nn.ModuleList(
+            nn.GRU(hidden, hidden, batch_first=True) for _ in range(residual_gru_layers)
+        )
+        self.residual_projections = nn.ModuleList(
+            nn.Linear(hidden, hidden) for _ in range(residual_gru_layers)
+        )
+        for projection in self.residual_projections:
+            nn.init.zeros_(projection.weight)
+            nn.init.zeros_(projection.bias)
         self.gain_head = nn.Linear(hidden, erb_bands)
         self.df_head = nn.Linear(hidden, df_bins * df_order * 2)
 
@@ -144,6 +157,8 @@ class SpectralRestorer(nn.Module):
             features = self.features(spec)
         hidden_states = self.encoder(features)  # [batch, hidden, frames]
         hidden_states, _ = self.gru(hidden_states.transpose(1, 2))  # [batch, frames, hidden]
+        for gru, projection in zip(self.residual_grus, self.residual_projections):
+            hidden_states = hidden_states + projection(gru(hidden_states)[0])
         gains = self.max_gain * torch.sigmoid(self.gain_head(hidden_states).float())
         taps = self.df_head(hidden_states).float()
         batch, frames = taps.shape[:2]
