@@ -143,6 +143,27 @@ def test_unknown_init_is_refused() -> None:
     assert from_dict({"init": "identity"}).init == "identity"
 
 
+def test_spectral_exponent_is_checked_and_weighs_quiet_bins() -> None:
+    """loss.spectral_exponent reaches the loss; a lower exponent counts a quiet residual
+    (noise left at -30 dB) more against the same error on a loud bin."""
+    from finally_cli.errors import ConfigError
+    from finally_cli.training.config import from_dict
+    from finally_cli.training.losses import CompressedSpectralLoss
+
+    with pytest.raises(ConfigError, match="loss.spectral_exponent=0"):
+        from_dict({"loss": {"spectral_exponent": 0.0}})
+    assert from_dict({"loss": {"spectral_exponent": 0.6}}).loss.spectral_exponent == 0.6
+    t = torch.arange(16000) / 16000
+    loud = torch.sin(2 * torch.pi * 440 * t).view(1, 1, -1)
+    quiet = 0.03 * torch.randn(1, 1, 16000, generator=torch.Generator().manual_seed(0))
+
+    def quiet_share(exponent: float) -> float:
+        loss = CompressedSpectralLoss(exponent=exponent)
+        return float(loss(loud + quiet, loud) / loss(1.3 * loud, loud))
+
+    assert quiet_share(0.3) > 2 * quiet_share(0.6)
+
+
 def test_best_metric_is_checked() -> None:
     from finally_cli.errors import ConfigError
     from finally_cli.training.config import from_dict

@@ -64,11 +64,14 @@ class LossConfig:
         spectral: weight of the compressed-spectrum MSE (`CompressedSpectralLoss`), the
             predictive models' regression loss; added to LMOS.
         spectral_complex: share of its complex (phase-aware) term.
+        spectral_exponent: its power-law compression c (|X|^c): lower counts quiet bins
+            (fricatives, but also residual noise) more against loud ones.
     """
 
     lmos: float = 1.0
     spectral: float = 0.0
     spectral_complex: float = 0.3
+    spectral_exponent: float = 0.3
     lmos_feature: float = 100.0
     lmos_stft: float = 1.0
     features: str = "auto"
@@ -81,6 +84,8 @@ class LossConfig:
     def __post_init__(self) -> None:
         if self.features not in ("auto", "wavlm", "mrstft"):
             _check_pretrained_features(self.features)
+        if not 0 < self.spectral_exponent <= 1:
+            raise ConfigError(f"loss.spectral_exponent={self.spectral_exponent}: expected (0, 1]")
 
 
 def _check_pretrained_features(spec: str) -> None:

@@ -103,7 +103,10 @@ class Trainer:
                 weight_decay=config.optim.weight_decay,
             )
         self.spectral = (
-            CompressedSpectralLoss(complex_weight=config.loss.spectral_complex)
+            CompressedSpectralLoss(
+                exponent=config.loss.spectral_exponent,
+                complex_weight=config.loss.spectral_complex,
+            )
             if config.loss.spectral > 0
             else None
         )
