@@ -211,7 +211,7 @@ def test_bandwidth_filter_drops_upsampled_recordings(
     assert 7000 < data.bandwidth_hz(narrow, 44100) < 8500
     clips = data.index_folders([str(folder)], "clean")
     assert [c.path.name for c in data.keep_wideband(clips, 16000)] == ["wide.wav"]
-    assert data.bandwidth_cache().is_file()
+    assert data.measurement_cache("bandwidth").is_file()
 
     def unreadable(*_: object) -> float:
         raise AssertionError("measured again although cached")
@@ -220,6 +220,36 @@ def test_bandwidth_filter_drops_upsampled_recordings(
     assert len(data.keep_wideband(clips, 4000)) == 2  # from the cache
     with pytest.raises(ConfigError, match="min_bandwidth_hz=30000: none of the 2"):
         data.keep_wideband(clips, 30000)
+
+
+def test_floor_filter_drops_hissy_recordings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """data.max_floor_db keeps recordings that are quiet between words: a target with hiss
+    at -25 dB would teach the model to leave noise at that level."""
+    from finally_cli.errors import ConfigError
+    from finally_cli.training import data
+    from finally_cli.training.config import from_dict
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    words = speechlike(3.0, 16000)[:, 0]
+    words[16000:24000] = 0  # a half-second pause
+    words /= np.sqrt(np.mean(words**2))
+    folder = tmp_path / "clean"
+    folder.mkdir()
+    for name, floor_db in (("studio", -65), ("home", -25)):
+        hiss = 10 ** (floor_db / 20) * rng.standard_normal(words.size)
+        write(folder / f"{name}.wav", (0.1 * (words + hiss)).astype(np.float32), 16000)
+    clips = data.index_folders([str(folder)], "clean")
+    floors = {c.path.stem: data.noise_floor_db(data.read_mono(c), 16000) for c in clips}
+    assert floors["studio"] < -50 and -35 < floors["home"] < -15, floors
+    assert [c.path.name for c in data.keep_quiet(clips, -40)] == ["studio.wav"]
+    assert data.noise_floor_db(words[:4000], 16000) == 0.0  # 0.25 s: too short to tell
+    with pytest.raises(ConfigError, match="max_floor_db=-80: none of the 2"):
+        data.keep_quiet(clips, -80)
+    with pytest.raises(ConfigError, match="data.max_floor_db=5"):
+        from_dict({"data": {"max_floor_db": 5}})
 
 
 def test_lmos_is_zero_for_identical_and_positive_otherwise() -> None:

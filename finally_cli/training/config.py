@@ -27,6 +27,9 @@ class DataConfig:
         min_bandwidth_hz: clean files whose measured bandwidth is below this are left out
             (0: keep all). Stage 3 learns the band above 8 kHz from its references, so a
             16 kHz recording resampled to 44.1 kHz would teach it to leave that band empty.
+        max_floor_db: clean files whose noise floor (`data.noise_floor_db`: quietest frames
+            against the speech) is above this are left out (0: keep all). A target with
+            hiss at −25 dB teaches the model to leave noise at that level in its output.
         speed_perturb: speed (and pitch) perturbation of the clean speech, ±fraction.
     """
 
@@ -40,11 +43,16 @@ class DataConfig:
     silence_db: float = -50.0
     max_noise_seconds: float = 60.0
     min_bandwidth_hz: float = 0.0
+    max_floor_db: float = 0.0
     speed_perturb: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.speed_perturb < 0.5:
             raise ConfigError(f"data.speed_perturb={self.speed_perturb}: expected 0 (off) to 0.5")
+        if not -120 <= self.max_floor_db <= 0:
+            raise ConfigError(
+                f"data.max_floor_db={self.max_floor_db}: expected 0 (off) down to -120"
+            )
         if not 0 <= self.min_bandwidth_hz <= 24000:
             raise ConfigError(
                 f"data.min_bandwidth_hz={self.min_bandwidth_hz}: expected 0 (off) to 24000"

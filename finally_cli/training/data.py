@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,29 +72,43 @@ def bandwidth_hz(audio: np.ndarray, rate: int, floor_db: float = 50.0) -> float:
     return float(freqs[above[-1]]) if above.size else 0.0
 
 
-def bandwidth_cache() -> Path:
-    """Where measured bandwidths are kept between runs ($XDG_CACHE_HOME/finally-cli)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "finally-cli" / "bandwidth.json"
+def noise_floor_db(audio: np.ndarray, rate: int) -> float:
+    """A recording's noise floor relative to its speech, in dB (≤ 0).
 
-
-def keep_wideband(clips: list[Clip], min_hz: float, seconds: float = 20.0) -> list[Clip]:
-    """The clips whose measured bandwidth (first `seconds`) reaches `min_hz`.
-
-    Measurements are cached by path, size and modification time, so only new or changed
-    files are read again by the next run.
+    The 2nd percentile of 20 ms frame levels minus the 95th: about −30 dB for a home
+    recording with audible hiss or room noise, below −50 dB for a studio prompt. 0 for audio
+    shorter than 0.5 s (too few pauses to tell).
     """
+    hop = int(0.02 * rate)
+    frames = audio[: audio.size // hop * hop].reshape(-1, hop) if hop else audio[:0]
+    if len(frames) < 25:
+        return 0.0
+    level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+    return float(np.percentile(level, 2) - np.percentile(level, 95))
+
+
+def measurement_cache(name: str = "bandwidth") -> Path:
+    """Where per-file measurements are kept between runs ($XDG_CACHE_HOME/finally-cli)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "finally-cli" / f"{name}.json"
+
+
+def measured(
+    clips: list[Clip], name: str, measure: Callable[[np.ndarray, int], float], seconds: float
+) -> list[float]:
+    """`measure(audio, rate)` of each clip's first `seconds`, cached by path, size and
+    modification time, so only new or changed files are read again by the next run."""
     from concurrent.futures import ThreadPoolExecutor
 
     def key(clip: Clip) -> str:
         stat = clip.path.stat()
         return f"{clip.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{seconds:g}"
 
-    def measure(clip: Clip) -> float:
+    def run(clip: Clip) -> float:
         frames = min(clip.frames, int(seconds * clip.sample_rate))
-        return bandwidth_hz(read_mono(clip, 0, frames), clip.sample_rate)
+        return measure(read_mono(clip, 0, frames), clip.sample_rate)
 
-    cache_file = bandwidth_cache()
+    cache_file = measurement_cache(name)
     try:
         cache = json.loads(cache_file.read_text())
     except (OSError, ValueError):
@@ -101,22 +116,42 @@ def keep_wideband(clips: list[Clip], min_hz: float, seconds: float = 20.0) -> li
     keys = [key(clip) for clip in clips]
     todo = [(clip, k) for clip, k in zip(clips, keys) if k not in cache]
     if todo:
-        log.info("measuring the bandwidth of %d clean files", len(todo))
+        log.info("measuring the %s of %d clean files", name.replace("_", " "), len(todo))
         with ThreadPoolExecutor(max_workers=4) as pool:
-            widths = list(pool.map(measure, [clip for clip, _ in todo]))
-        cache.update({k: width for (_, k), width in zip(todo, widths)})
+            values = list(pool.map(run, [clip for clip, _ in todo]))
+        cache.update({k: value for (_, k), value in zip(todo, values)})
         try:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
             partial = cache_file.with_suffix(f".{os.getpid()}.tmp")
             partial.write_text(json.dumps(cache))
             partial.replace(cache_file)
         except OSError as err:
-            log.warning("bandwidth cache not written (%s): %s", cache_file, err)
-    kept = [clip for clip, k in zip(clips, keys) if cache[k] >= min_hz]
+            log.warning("measurement cache not written (%s): %s", cache_file, err)
+    return [cache[k] for k in keys]
+
+
+def keep_wideband(clips: list[Clip], min_hz: float, seconds: float = 20.0) -> list[Clip]:
+    """The clips whose measured bandwidth (first `seconds`) reaches `min_hz`."""
+    widths = measured(clips, "bandwidth", bandwidth_hz, seconds)
+    kept = [clip for clip, width in zip(clips, widths) if width >= min_hz]
     log.info("data.min_bandwidth_hz=%g: kept %d of %d clean files", min_hz, len(kept), len(clips))
     if not kept:
         raise ConfigError(
             f"data.min_bandwidth_hz={min_hz:g}: none of the {len(clips)} clean files reaches it"
+        )
+    return kept
+
+
+def keep_quiet(clips: list[Clip], max_floor_db: float, seconds: float = 20.0) -> list[Clip]:
+    """The clips whose noise floor (`noise_floor_db`, first `seconds`) is at most
+    `max_floor_db` under their speech."""
+    floors = measured(clips, "noise_floor", noise_floor_db, seconds)
+    kept = [clip for clip, floor in zip(clips, floors) if floor <= max_floor_db]
+    log.info("data.max_floor_db=%g: kept %d of %d clean files", max_floor_db, len(kept), len(clips))
+    if not kept:
+        raise ConfigError(
+            f"data.max_floor_db={max_floor_db:g}: none of the {len(clips)} clean files is that "
+            "quiet between words"
         )
     return kept
 
@@ -278,6 +313,8 @@ def pair_dataset(
     clean = index_folders(data.clean, "clean")
     if data.min_bandwidth_hz > 0 and clean:
         clean = keep_wideband(clean, data.min_bandwidth_hz)
+    if data.max_floor_db < 0 and clean:
+        clean = keep_quiet(clean, data.max_floor_db)
     return PairDataset(
         clean,
         degrader,
