@@ -108,14 +108,22 @@ def test_eval_removes_the_part_files_a_killed_eval_left(tmp_path: Path) -> None:
     assert sf.info(str(out / "s0.wav")).frames > 0
 
 
-def test_a_changed_baseline_removes_only_its_own_outputs(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+@pytest.fixture
+def halving_baseline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Path, Path]:
+    """noisereduce replaced by a halving stub: (a noisy input file, the baseline's folder)."""
     from finally_cli.evaluation import baselines
 
     monkeypatch.setitem(baselines.RUNNERS, "noisereduce", lambda audio, rate: (audio * 0.5, rate))
     noisy = write(tmp_path / "a.wav", np.full(1600, 0.1, np.float32), 16000)
-    out_dir = tmp_path / "work" / "noisereduce"
+    return noisy, tmp_path / "work" / "noisereduce"
+
+
+def test_a_changed_baseline_removes_only_its_own_outputs(
+    monkeypatch: pytest.MonkeyPatch, halving_baseline: tuple[Path, Path]
+) -> None:
+    from finally_cli.evaluation import baselines
+
+    noisy, out_dir = halving_baseline
     baselines.run_baseline("noisereduce", {"a": noisy}, out_dir)
     (out_dir / "notes.txt").write_text("mine")
     monkeypatch.setitem(baselines.REVISIONS, "noisereduce", 99)
@@ -125,13 +133,11 @@ def test_a_changed_baseline_removes_only_its_own_outputs(
 
 
 def test_a_users_file_at_a_baseline_output_is_refused(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    halving_baseline: tuple[Path, Path],
 ) -> None:
     from finally_cli.evaluation import baselines
 
-    monkeypatch.setitem(baselines.RUNNERS, "noisereduce", lambda audio, rate: (audio * 0.5, rate))
-    noisy = write(tmp_path / "a.wav", np.full(1600, 0.1, np.float32), 16000)
-    out_dir = tmp_path / "work" / "noisereduce"
+    noisy, out_dir = halving_baseline
     out_dir.mkdir(parents=True)
     (out_dir / "a.wav").write_bytes(b"the user's")
     with pytest.raises(OutputError, match="not written by finally eval"):

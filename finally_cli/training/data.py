@@ -87,7 +87,7 @@ def noise_floor_db(audio: np.ndarray, rate: int) -> float:
     return float(np.percentile(level, 2) - np.percentile(level, 95))
 
 
-def measurement_cache(name: str = "bandwidth") -> Path:
+def measurement_cache(name: str) -> Path:
     """Where per-file measurements are kept between runs ($XDG_CACHE_HOME/finally-cli)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "finally-cli" / f"{name}.json"
