@@ -192,3 +192,57 @@ def test_hifi_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
     assert _stages(runs) == [(1, "s1"), (2, "s2"), (3, "s3")]
     exports = [argv[argv.index("-o") + 1] for argv in runs if argv[:2] == ["train", "export"]]
     assert exports[-1] == str(work / "finally-small-hifi")
+
+
+def test_quieten_lowers_the_floor_of_hissy_recordings_and_keeps_their_speech(
+    tmp_path: Path,
+) -> None:
+    """A hissy home recording comes out quiet between words with its speech level kept; a
+    studio file is linked unchanged; a second run changes nothing; foreign folders are refused."""
+    import pytest
+
+    from finally_cli.audio.level import LevelMeter
+    from finally_cli.training.data import noise_floor_db
+    from finally_cli.training.recipes import quieten
+
+    def active_db(audio: np.ndarray, rate: int) -> float:
+        meter = LevelMeter(rate)
+        meter.update(audio)
+        return 20 * np.log10(meter.active_rms())
+
+    rng = np.random.default_rng(1)
+    words = speechlike(4.0, 16000)[:, 0]
+    words[16000:28000] = 0  # pauses
+    words /= np.sqrt(np.mean(words**2))
+    source = tmp_path / "clean"
+    (source / "fr").mkdir(parents=True)
+    for name, floor_db in (("home", -25), ("studio", -65)):
+        hiss = 10 ** (floor_db / 20) * rng.standard_normal(words.size)
+        sf.write(str(source / "fr" / f"{name}.wav"), 0.1 * (words + hiss), 16000)
+    out = tmp_path / "quiet"
+    summary = quieten.quieten_folder(source, out, above_db=-40, reduce_db=20)
+    assert summary == {"files": 2, "gated": 1, "above_db": -40}
+    home, _ = sf.read(str(source / "fr" / "home.wav"))
+    gated, rate = sf.read(str(out / "fr" / "home.flac"))
+    assert gated.size == home.size and rate == 16000
+    assert noise_floor_db(gated, rate) < noise_floor_db(home, rate) - 12
+    assert abs(active_db(gated, rate) - active_db(home, rate)) < 1.0
+    assert (out / "fr" / "studio.wav").is_symlink()
+    report = json.loads((out / "quieten.json").read_text())
+    assert (
+        set(report) == {"fr/home.wav", "fr/studio.wav"}
+        and "gated_floor_db" in report["fr/home.wav"]
+    )
+
+    stamp = (out / "fr" / "home.flac").stat().st_mtime_ns
+    assert quieten.quieten_folder(source, out)["files"] == 2  # resumed: nothing redone
+    assert (out / "fr" / "home.flac").stat().st_mtime_ns == stamp
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="not empty"):
+        quieten.quieten_folder(source, foreign)
+    with pytest.raises(SystemExit, match="outside the input"):
+        quieten.quieten_folder(source, source / "quiet")
+    assert (foreign / "notes.txt").read_text() == "mine"
