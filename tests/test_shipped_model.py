@@ -19,7 +19,7 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "finally-small"
 # Recorded when the weights were trained; see weights/finally-small/README.md. A model that
 # was broken, re-initialised, or loaded into the wrong architecture moves them by far more
 # than the tolerance.
-PINNED = {"dnsmos_ovrl": 2.124, "pesq": 1.252}
+PINNED = {"dnsmos_ovrl": 2.507, "pesq": 1.257}
 TOLERANCE = 0.05
 
 
@@ -59,10 +59,10 @@ def test_shipped_model_scores_match_the_pinned_values(enhanced: Path) -> None:
 
 
 def test_shipped_model_raises_ovrl_and_pesq_over_the_noisy_input(enhanced: Path) -> None:
-    # What these weights improve on the sample (see the model card): DNSMOS OVRL 2.090 → 2.124
-    # (BAK 2.10 → 2.43) and WB-PESQ 1.205 → 1.252.
+    # What these weights improve on the sample (see the model card): DNSMOS OVRL 2.090 → 2.507
+    # (BAK 2.10 → 2.87) and WB-PESQ 1.205 → 1.257.
     metrics = ["dnsmos", "pesq"]
     noisy = score_file("input", "sample", SAMPLES / "noisy.wav", SAMPLES / "clean.wav", metrics)
     restored = score_file("finally-small", "sample", enhanced, SAMPLES / "clean.wav", metrics)
     assert restored["pesq"] > noisy["pesq"] + 0.02
-    assert restored["dnsmos_ovrl"] > noisy["dnsmos_ovrl"] + 0.03
+    assert restored["dnsmos_ovrl"] > noisy["dnsmos_ovrl"] + 0.2

@@ -21,11 +21,15 @@ DATA=(--set "data.clean=[$WORK/offline/clean/train]" --set "data.noise=[$WORK/of
     --set "data.rooms=[$WORK/offline/rooms]" -o "$WORK/val" --count 32
 
 # 2. Stage 1 (finally-small/stage1.yaml), one torch thread (the GRU's small matmuls run slower
-#    on two threads than on one), data workers on the other core. Two phases, as the shipped
-#    0.4 weights were trained (docs/training.md):
+#    on two threads than on one), data workers on the other core. Three phases, as the shipped
+#    0.5 weights were trained (docs/training.md):
 #    a. 5 000 steps of a broad mix (8 % clean, SNR -5..35 dB, room 0.35, mic EQ 0.3, codecs 0.5;
 #       AdamW 1e-3);
-#    b. from there, the noise-centred mix of stage1.yaml (1 000 steps for 0.4; it goes on).
+#    b. from there, 1 000 steps of the noise-centred mix of stage1.yaml (these were 0.4);
+#    c. from there, 1 000 steps of the same mix with the clean files whose noise floor is above
+#       -32 dB left out (data.max_floor_db), a complex share of 0.1 in the spectral loss and
+#       AdamW 5e-4 falling by 0.9 every 500 steps (these are 0.5).
+#    INIT=weights/finally-small skips a and b and continues from the shipped weights with c.
 INIT_ARGS=()
 if [ -n "${INIT:-}" ]; then INIT_ARGS=(--set "init_from=$INIT"); fi
 COMMON=(--set checkpoint_every=200 --set validate_every=500 --set validation_files=32
@@ -40,10 +44,18 @@ if [ -z "${INIT:-}" ]; then
         --set degradation.p_mic=0.3 --set degradation.p_codec=0.5 \
         --run-dir "$WORK/s1" "${RESUME[@]}"
   fi
-  INIT_ARGS=(--set "init_from=$WORK/s1")
+  RESUME=()
+  if [ -d "$WORK/s2/checkpoints" ]; then RESUME=(--resume); fi
+  if [ ! -d "$WORK/s2/checkpoints/step_00001000" ]; then
+    OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" "${COMMON[@]}" \
+        --set "init_from=$WORK/s1" --set steps=1000 --run-dir "$WORK/s2" "${RESUME[@]}"
+  fi
+  INIT_ARGS=(--set "init_from=$WORK/s2")
 fi
 RESUME=()
-if [ -d "$WORK/s2/checkpoints" ]; then RESUME=(--resume); fi
+if [ -d "$WORK/s3/checkpoints" ]; then RESUME=(--resume); fi
 OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" "${INIT_ARGS[@]}" \
-    "${COMMON[@]}" --run-dir "$WORK/s2" "${RESUME[@]}"
-finally train export "$WORK/s2" --best -o "$WORK/finally-small"
+    "${COMMON[@]}" --set steps=1000 --set data.max_floor_db=-32 --set loss.spectral_complex=0.1 \
+    --set optim.lr=5e-4 --set optim.gamma=0.9 --set optim.decay_every=500 \
+    --run-dir "$WORK/s3" "${RESUME[@]}"
+finally train export "$WORK/s3" -o "$WORK/finally-small"
