@@ -252,6 +252,59 @@ def test_floor_filter_drops_hissy_recordings(
         from_dict({"data": {"max_floor_db": 5}})
 
 
+def test_quietened_targets_teach_removing_the_recordings_own_hiss(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """data.targets: the input is degraded from the hissy original, the target is the same
+    stretch of its quietened copy; a copy that is missing or of another length is refused."""
+    from finally_cli.errors import ConfigError
+    from finally_cli.training.config import from_dict
+    from finally_cli.training.data import noise_floor_db, pair_dataset
+    from finally_cli.training.recipes.quieten import quieten_folder
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    rng = np.random.default_rng(2)
+    words = speechlike(6.0, 16000)[:, 0]
+    for start in range(0, words.size, 32000):
+        words[start + 20000 : start + 32000] = 0  # a pause every 2 s
+    words /= np.sqrt(np.mean(words**2))
+    clean = tmp_path / "clean"
+    (clean / "fr").mkdir(parents=True)
+    write(
+        clean / "fr" / "home.wav", (0.1 * (words + 0.06 * rng.standard_normal(words.size))), 16000
+    )
+    quieten_folder(clean, tmp_path / "quiet", above_db=-40, reduce_db=20)
+    config = from_dict(
+        {
+            "seed": 3,
+            "data": {"clean": [str(clean)], "targets": str(tmp_path / "quiet")},
+            "degradation": {"p_clean": 1.0, "p_bandlimit": 0.0, "p_clip": 0.0},
+        }
+    )
+    quiet = pair_dataset(config, 4, 1, 4096)
+    plain = pair_dataset(
+        from_dict({**config.to_dict(), "data": {"clean": [str(clean)]}}), 4, 1, 4096
+    )
+    for index in range(3):
+        noisy, target, _ = quiet.pair(index)
+        same_noisy, same_target, _ = plain.pair(index)
+        np.testing.assert_allclose(noisy, same_noisy)  # the input is the original's
+        np.testing.assert_allclose(same_target, same_noisy)  # clean input: its own target
+        assert noise_floor_db(target, 48000) < noise_floor_db(noisy, 48000) - 10
+        speech = np.abs(same_target) > 0.5 * np.abs(same_target).max()
+        assert abs(np.sum(target[speech] * noisy[speech]) / np.sum(noisy[speech] ** 2) - 1) < 0.1
+
+    (tmp_path / "quiet" / "fr" / "home.flac").unlink()
+    with pytest.raises(ConfigError, match="has no copy of fr/home.wav"):
+        pair_dataset(config, 4, 1, 4096)
+    write(tmp_path / "quiet" / "fr" / "home.flac", words[:16000].astype(np.float32), 16000)
+    with pytest.raises(ConfigError, match="16000 frames at 16000 Hz"):
+        pair_dataset(config, 4, 1, 4096)
+    two = from_dict({"data": {"clean": [str(clean), str(clean)], "targets": str(clean)}})
+    with pytest.raises(ConfigError, match="exactly one data.clean folder"):
+        pair_dataset(two, 4, 1, 4096)
+
+
 def test_lmos_is_zero_for_identical_and_positive_otherwise() -> None:
     from finally_cli.models.hub import create_model
 

@@ -31,6 +31,9 @@ class DataConfig:
             against the speech) is above this are left out (0: keep all). A target with
             hiss at −25 dB teaches the model to leave noise at that level in its output.
         speed_perturb: speed (and pitch) perturbation of the clean speech, ±fraction.
+        targets: a `recipes.quieten` copy of the one `clean` folder: inputs are degraded from
+            the original files, targets read from their copies, so a recording's own hiss
+            becomes noise to remove (None: each clean file is its own target).
     """
 
     clean: tuple[str, ...] = ()
@@ -45,6 +48,7 @@ class DataConfig:
     min_bandwidth_hz: float = 0.0
     max_floor_db: float = 0.0
     speed_perturb: float = 0.0
+    targets: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.speed_perturb < 0.5:

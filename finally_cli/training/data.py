@@ -211,6 +211,9 @@ class PairDataset(torch.utils.data.Dataset):
         silence_db: minimum clean active level of a segment.
         speed_perturb: each segment is played at a speed drawn from [1 − s, 1 + s] (speed and
             pitch change together, like a tape), 0 = off.
+        targets: per clean clip, the file its target is read from (the same frames; e.g. its
+            `recipes.quieten` copy): the input is degraded from the clip, the target is the
+            copy. None: the clip is its own target.
     """
 
     def __init__(
@@ -223,9 +226,12 @@ class PairDataset(torch.utils.data.Dataset):
         seed: int,
         silence_db: float = -50.0,
         speed_perturb: float = 0.0,
+        targets: list[Clip] | None = None,
     ) -> None:
         if not clean:
             raise ConfigError("data.clean: no readable clean audio files")
+        if targets is not None and len(targets) != len(clean):
+            raise ValueError(f"{len(targets)} targets for {len(clean)} clean clips")
         self.clean = clean
         self.degrader = degrader
         self.samples16 = samples16
@@ -234,6 +240,7 @@ class PairDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.silence_db = silence_db
         self.speed_perturb = speed_perturb
+        self.targets = targets
         seconds = np.array([c.frames / c.sample_rate for c in clean])
         self.weights = seconds / seconds.sum()
 
@@ -242,10 +249,17 @@ class PairDataset(torch.utils.data.Dataset):
 
     def clean_segment(self, rng: np.random.Generator) -> np.ndarray:
         """A random non-silent 48 kHz clean segment (zero-padded when the file is short)."""
+        return self.source_and_target(rng)[0]
+
+    def source_and_target(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A random non-silent 48 kHz clean segment and the same stretch of its target file
+        (`targets`; the segment itself when there are none)."""
         samples48 = self.samples16 * 3
         segment = np.zeros(samples48)
+        target = segment
         for _ in range(20):
-            clip = self.clean[rng.choice(len(self.clean), p=self.weights)]
+            index = rng.choice(len(self.clean), p=self.weights)
+            clip = self.clean[index]
             speed = 1.0
             if self.speed_perturb > 0:
                 speed = rng.uniform(1 - self.speed_perturb, 1 + self.speed_perturb)
@@ -253,21 +267,29 @@ class PairDataset(torch.utils.data.Dataset):
             rate = clip.sample_rate * speed
             need = int(np.ceil(samples48 * rate / RATE)) + 1
             start = int(rng.integers(0, max(1, clip.frames - need)))
-            audio = soxr.resample(read_mono(clip, start, need), rate, RATE)
-            segment = np.pad(audio, (0, max(0, samples48 - audio.size)))[:samples48]
+            segment = self._read48(clip, start, need, rate)
+            if self.targets:
+                target = self._read48(self.targets[index], start, need, rate)
+            else:
+                target = segment
             if active_db(segment) > self.silence_db:
-                return segment
-        return segment
+                return segment, target
+        return segment, target
+
+    def _read48(self, clip: Clip, start: int, frames: int, rate: float) -> np.ndarray:
+        audio = soxr.resample(read_mono(clip, start, frames), rate, RATE)
+        samples48 = self.samples16 * 3
+        return np.pad(audio, (0, max(0, samples48 - audio.size)))[:samples48]
 
     def pair(self, index: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(noisy 48 kHz, clean 48 kHz, applied degradations), gained, for item `index`."""
         rng = np.random.default_rng([self.seed, index])
-        clean = self.clean_segment(rng)
+        clean, target = self.source_and_target(rng)
         noisy, applied = self.degrader(clean, rng)
         meter = LevelMeter(RATE)
         meter.update(noisy)
         gain = meter.gain()
-        return noisy * gain, clean * gain, applied
+        return noisy * gain, target * gain, applied
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         noisy48, clean48, _ = self.pair(index)
@@ -281,6 +303,29 @@ class PairDataset(torch.utils.data.Dataset):
                 None
             ],
         }
+
+
+def target_clips(clean: list[Clip], root: Path, targets: Path) -> list[Clip]:
+    """Each clean clip's counterpart under `targets`, a `recipes.quieten` copy of `root`: the
+    same relative path, as written (a link) or as FLAC (a quietened file); same length and
+    rate."""
+    if not targets.is_dir():
+        raise ConfigError(f"data.targets: {targets} is not a folder")
+    out = []
+    for clip in clean:
+        relative = clip.path.relative_to(root)
+        candidates = [targets / relative.with_suffix(".flac"), targets / relative]
+        path = next((c for c in candidates if c.exists()), None)
+        if path is None:
+            raise ConfigError(f"data.targets: {targets} has no copy of {relative}")
+        info = sf.info(str(path))
+        if (info.frames, info.samplerate) != (clip.frames, clip.sample_rate):
+            raise ConfigError(
+                f"data.targets: {path} is {info.frames} frames at {info.samplerate} Hz, its "
+                f"clean file {clip.path} {clip.frames} at {clip.sample_rate} Hz"
+            )
+        out.append(Clip(path, clip.frames, clip.sample_rate))
+    return out
 
 
 def build_degrader(
@@ -315,6 +360,13 @@ def pair_dataset(
         clean = keep_wideband(clean, data.min_bandwidth_hz)
     if data.max_floor_db < 0 and clean:
         clean = keep_quiet(clean, data.max_floor_db)
+    targets = None
+    if data.targets:
+        if len(data.clean) != 1:
+            raise ConfigError(
+                f"data.targets: needs exactly one data.clean folder (got {len(data.clean)})"
+            )
+        targets = target_clips(clean, Path(data.clean[0]), Path(data.targets))
     return PairDataset(
         clean,
         degrader,
@@ -324,4 +376,5 @@ def pair_dataset(
         config.seed if seed is None else seed,
         data.silence_db,
         data.speed_perturb,
+        targets,
     )
