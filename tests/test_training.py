@@ -164,6 +164,27 @@ def test_spectral_exponent_is_checked_and_weighs_quiet_bins() -> None:
     assert quiet_share(0.3) > 2 * quiet_share(0.6)
 
 
+def test_spectral_asymmetry_makes_removed_speech_cost_more_than_left_noise() -> None:
+    """loss.spectral_asymmetry: taking speech away (a bin quieter than the target) costs
+    more; leaving noise on top of it costs what it did."""
+    from finally_cli.errors import ConfigError
+    from finally_cli.training.config import from_dict
+    from finally_cli.training.losses import CompressedSpectralLoss
+
+    with pytest.raises(ConfigError, match="loss.spectral_asymmetry=-1"):
+        from_dict({"loss": {"spectral_asymmetry": -1.0}})
+    assert from_dict({"loss": {"spectral_asymmetry": 1.0}}).loss.spectral_asymmetry == 1.0
+    t = torch.arange(16000) / 16000
+    speech = torch.sin(2 * torch.pi * 440 * t).view(1, 1, -1)
+    noise = 0.03 * torch.randn(1, 1, 16000, generator=torch.Generator().manual_seed(0))
+    plain, protective = CompressedSpectralLoss(), CompressedSpectralLoss(asymmetry=1.0)
+    removed = float(protective(0.7 * speech, speech) / plain(0.7 * speech, speech))
+    left = float(protective(speech + noise, speech) / plain(speech + noise, speech))
+    # plain: 0.7 · magnitude MSE + 0.3 · complex MSE (half of it: real and imaginary parts)
+    assert removed == pytest.approx(1 + 1 / 0.85, rel=0.01)
+    assert left < 1.1
+
+
 def test_best_metric_is_checked() -> None:
     from finally_cli.errors import ConfigError
     from finally_cli.training.config import from_dict

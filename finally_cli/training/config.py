@@ -78,12 +78,16 @@ class LossConfig:
         spectral_complex: share of its complex (phase-aware) term.
         spectral_exponent: its power-law compression c (|X|^c): lower counts quiet bins
             (fricatives, but also residual noise) more against loud ones.
+        spectral_asymmetry: extra weight on the magnitude error where the estimate is quieter
+            than the target (speech taken away), so the model keeps weak speech when unsure
+            instead of removing it with the noise; 0 = symmetric.
     """
 
     lmos: float = 1.0
     spectral: float = 0.0
     spectral_complex: float = 0.3
     spectral_exponent: float = 0.3
+    spectral_asymmetry: float = 0.0
     lmos_feature: float = 100.0
     lmos_stft: float = 1.0
     features: str = "auto"
@@ -98,6 +102,10 @@ class LossConfig:
             _check_pretrained_features(self.features)
         if not 0 < self.spectral_exponent <= 1:
             raise ConfigError(f"loss.spectral_exponent={self.spectral_exponent}: expected (0, 1]")
+        if not 0 <= self.spectral_asymmetry <= 10:
+            raise ConfigError(
+                f"loss.spectral_asymmetry={self.spectral_asymmetry}: expected 0 (off) to 10"
+            )
 
 
 def _check_pretrained_features(spec: str) -> None:

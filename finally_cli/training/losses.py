@@ -177,12 +177,14 @@ class CompressedSpectralLoss(nn.Module):
     For X = |X|·e^{jφ}: (1 − complex_weight) · MSE(|X̂|^c, |X|^c) + complex_weight ·
     MSE(|X̂|^c e^{jφ̂}, |X|^c e^{jφ}), averaged over STFT resolutions: the loss of the
     predictive line (DeepFilterNet, GTCRN). Compression evens out loud and quiet bins; the
-    complex term makes phase count where the magnitude is large.
+    complex term makes phase count where the magnitude is large. `asymmetry` adds
+    asymmetry · MSE(max(|X|^c − |X̂|^c, 0)): taking speech away costs more than leaving noise.
 
     Args:
         resolutions: (n_fft, hop) pairs at the compared rate.
         exponent: the compression c.
         complex_weight: share of the complex term.
+        asymmetry: extra weight on the magnitude error of bins the estimate leaves too quiet.
     """
 
     def __init__(
@@ -190,9 +192,11 @@ class CompressedSpectralLoss(nn.Module):
         resolutions: tuple[tuple[int, int], ...] = ((256, 64), (512, 128), (1024, 256)),
         exponent: float = 0.3,
         complex_weight: float = 0.3,
+        asymmetry: float = 0.0,
     ) -> None:
         super().__init__()
         self.resolutions, self.exponent, self.complex_weight = resolutions, exponent, complex_weight
+        self.asymmetry = asymmetry
 
     def compress(self, spec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         magnitude = (spec.real.square() + spec.imag.square() + 1e-12).sqrt()
@@ -210,6 +214,9 @@ class CompressedSpectralLoss(nn.Module):
             total = (
                 total + (1 - self.complex_weight) * magnitude + self.complex_weight * (complex_term)
             )
+            if self.asymmetry:
+                taken = (tgt_mag - est_mag).clamp_min(0)
+                total = total + self.asymmetry * taken.square().mean()
         return total / len(self.resolutions)
 
 

@@ -106,6 +106,7 @@ class Trainer:
             CompressedSpectralLoss(
                 exponent=config.loss.spectral_exponent,
                 complex_weight=config.loss.spectral_complex,
+                asymmetry=config.loss.spectral_asymmetry,
             )
             if config.loss.spectral > 0
             else None
