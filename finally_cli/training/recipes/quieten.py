@@ -84,6 +84,7 @@ def quieten_folder(
         raise SystemExit(f"error: {out}: not empty and not an earlier quieten output")
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     out.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(json.dumps(report, indent=0))  # marks OUT as ours for a resume
     with Progress() as bar:
         task = bar.add_task("quietening", total=len(files))
         for path in files:
