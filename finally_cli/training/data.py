@@ -79,12 +79,17 @@ def noise_floor_db(audio: np.ndarray, rate: int) -> float:
     recording with audible hiss or room noise, below −50 dB for a studio prompt. 0 for audio
     shorter than 0.5 s (too few pauses to tell).
     """
-    hop = int(0.02 * rate)
-    frames = audio[: audio.size // hop * hop].reshape(-1, hop) if hop else audio[:0]
+    frames, level = frame_levels(audio, rate)
     if len(frames) < 25:
         return 0.0
-    level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
     return float(np.percentile(level, 2) - np.percentile(level, 95))
+
+
+def frame_levels(audio: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """`audio` cut into 20 ms frames ([n, samples]) and each frame's level in dB."""
+    hop = int(0.02 * rate)
+    frames = audio[: audio.size // hop * hop].reshape(-1, hop) if hop else audio[:0].reshape(0, 1)
+    return frames, 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
 
 
 def measurement_cache(name: str) -> Path:
@@ -268,10 +273,9 @@ class PairDataset(torch.utils.data.Dataset):
             need = int(np.ceil(samples48 * rate / RATE)) + 1
             start = int(rng.integers(0, max(1, clip.frames - need)))
             segment = self._read48(clip, start, need, rate)
+            target = segment
             if self.targets:
                 target = self._read48(self.targets[index], start, need, rate)
-            else:
-                target = segment
             if active_db(segment) > self.silence_db:
                 return segment, target
         return segment, target

@@ -26,16 +26,14 @@ import numpy as np
 import soundfile as sf
 
 from finally_cli.audio.files import find_audio
-from finally_cli.training.data import noise_floor_db
+from finally_cli.training.data import frame_levels, noise_floor_db
 
 QUIET_SHARE = 15.0  # percent of the 20 ms frames taken as the noise profile
 
 
 def quiet_frames(audio: np.ndarray, rate: int, share: float = QUIET_SHARE) -> np.ndarray:
     """The quietest `share` % of the 20 ms frames of `audio`, joined (its noise profile)."""
-    hop = int(0.02 * rate)
-    frames = audio[: audio.size // hop * hop].reshape(-1, hop)
-    level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+    frames, level = frame_levels(audio, rate)
     return frames[level <= np.percentile(level, share)].reshape(-1)
 
 
