@@ -7,6 +7,15 @@
 #
 # On a new machine without the run folder, INIT=weights/finally-small continues from the
 # shipped weights instead of from scratch (a fresh run folder, same recipe).
+#
+# The sources are Debian packages (the recipe links or decodes their files; a missing one is
+# skipped and counted as 0 in the data set's README.md). On a fresh Debian/Ubuntu machine:
+#
+#   apt-get install --no-install-recommends tuxpaint-stamps-default ktuberling-data \
+#     asterisk-core-sounds-{en,es,fr,it,ru}-g722 asterisk-moh-opsound-g722 espeak-ng ffmpeg \
+#     flightgear-data-base megaglest-data hedgewars-data colobot-common-sounds lincity-ng-data \
+#     freedroidrpg-data extremetuxracer-data boswars-data bucklespring-data redeclipse-data \
+#     torcs-data
 set -euo pipefail
 WORK=${1:-work}
 mkdir -p "$WORK"
