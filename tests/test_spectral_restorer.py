@@ -261,3 +261,36 @@ def test_models_info_counts_the_restorer_on_the_meta_device() -> None:
         result = CliRunner().invoke(app, ["models", "info", name])
         assert result.exit_code == 0, result.output
         assert "spectral_restorer" in result.output and "1.233 M" in result.output
+
+
+def test_more_deep_filtered_bins_grow_a_trained_model_without_changing_it(tmp_path: Path) -> None:
+    """Raising `df_bins` on a trained model (an overlay on init_from) starts from exactly its
+    output: the old bins keep their filters, the new ones start as identity filters, and the
+    input layer reads the old bins' complex values where they now sit."""
+    from finally_cli.models.hub import save_model
+    from finally_cli.training.config import load_config
+    from finally_cli.training.model_setup import build_generator
+
+    trained = create_model(_small(False), seed=5).eval()
+    with torch.no_grad():  # a trained-like head: filters that are far from the identity
+        trained.spectral_restorer.df_head.weight.normal_(0, 0.05)
+        trained.spectral_restorer.df_head.bias.normal_(0, 0.3)
+    save_model(trained, tmp_path / "trained")
+    overlay = tmp_path / "wider.yaml"
+    overlay.write_text("spectral_restorer:\n  df_bins: 160\n")
+    grown = build_generator(
+        load_config(
+            "finally-small/stage1",
+            [f"init_from={tmp_path / 'trained'}", f"overlays=[{overlay}]"],
+        )
+    )
+    restorer = grown.spectral_restorer
+    assert restorer.df_bins == 160 and restorer.encoder[0].in_channels == 32 + 2 * 160
+    noise = torch.randn(1, 1, 16384, generator=torch.Generator().manual_seed(1))
+    waveform = _speechy() + 0.02 * noise
+    with torch.no_grad():
+        assert torch.allclose(grown.eval()(waveform), trained(waveform), atol=1e-6)
+    grown.train()
+    torch.nn.functional.mse_loss(grown(waveform), _speechy() * 0.5).backward()
+    rows = restorer.df_head.weight.grad[96 * 6 :]
+    assert rows.abs().sum() > 0  # the new bins' filters learn

@@ -43,7 +43,8 @@ class SpectralRestorer(nn.Module):
     Args:
         n_fft, hop: STFT size and hop at 16 kHz (Hann window).
         erb_bands: number of gain bands.
-        df_bins: low bins that are deep-filtered.
+        df_bins: low bins that are deep-filtered (raised on a trained model through an
+            `init_from` overlay, the new bins start as identity filters: same output).
         df_order: filter taps per bin (frames), `df_lookahead` of them in the future.
         hidden: width of the temporal model.
         gru_layers: stacked GRU layers.

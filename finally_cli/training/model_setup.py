@@ -84,6 +84,46 @@ def _grown_inputs(
     return grown
 
 
+def _grown_deep_filter(
+    model: FinallyGenerator, weights: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Previous-stage spectral-restorer weights mapped onto more deep-filtered bins.
+
+    A config that raises `spectral_restorer.df_bins` gives the filter head rows for the new
+    bins and the input layer the complex values of those bins, in the middle of its inputs
+    (after the old bins' real and imaginary parts respectively). The old columns move to
+    their new places, the new ones get zero weights, and the new bins start as identity
+    filters (centre tap 1, as the gained spectrum passed through before), so the grown model
+    computes exactly what it did.
+    """
+    restorer = model.spectral_restorer
+    head = "spectral_restorer.df_head."
+    encoder = "spectral_restorer.encoder.0.weight"
+    if restorer is None or head + "weight" not in weights or encoder not in weights:
+        return {}
+    per_bin = 2 * restorer.df_order
+    rows, hidden = weights[head + "weight"].shape
+    old, new = rows // per_bin, restorer.df_bins
+    if rows % per_bin or not 0 < old < new:
+        return {}
+    own = model.state_dict()
+    weight = torch.zeros_like(own[head + "weight"])
+    weight[:rows] = weights[head + "weight"]
+    bias = restorer._identity_taps().to(own[head + "bias"].dtype)
+    bias[:rows] = weights[head + "bias"]
+    enc_old = weights[encoder]
+    bands = restorer.erb.shape[0]
+    enc = torch.zeros_like(own[encoder])
+    extra = enc_old.shape[1] - bands - 2 * old  # magnitude features, if any (they may grow)
+    if enc_old.shape[0] != enc.shape[0] or enc.shape[1] - bands - 2 * new < extra:
+        return {}
+    enc[:, : bands + old] = enc_old[:, : bands + old]  # bands, real parts of the old bins
+    enc[:, bands + new : bands + new + old] = enc_old[:, bands + old : bands + 2 * old]  # imag
+    enc[:, bands + 2 * new : bands + 2 * new + extra] = enc_old[:, bands + 2 * old :]
+    log.info("deep filter grown from %d to %d bins (new bins start as identity filters)", old, new)
+    return {head + "weight": weight, head + "bias": bias, encoder: enc}
+
+
 def build_generator(config: TrainConfig) -> FinallyGenerator:
     gen_config, weights = generator_config(config)
     model = create_model(gen_config, seed=config.seed)
@@ -93,7 +133,7 @@ def build_generator(config: TrainConfig) -> FinallyGenerator:
         log.info("identity init: the generator starts with output ≈ input")
     if weights is not None:
         own = model.state_dict()
-        weights = {**weights, **_grown_inputs(own, weights)}
+        weights = {**weights, **_grown_inputs(own, weights), **_grown_deep_filter(model, weights)}
         usable = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
         new = sorted(set(own) - set(usable))
         dropped = sorted(set(weights) - set(usable))
