@@ -166,24 +166,32 @@ def _stages(runs: list) -> list[tuple[int, str]]:
 
 def test_training_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
     """Every `finally train` line of the shipped recipe loads as a stage config: the broad-mix
-    phase (5 000 steps), stage1.yaml's noise-centred mix from it (1 000 steps, 0.4), then the
-    same mix on the quieter clean files (1 000 steps, 0.5); the export is what
-    weights/finally-small holds."""
+    phase (5 000 steps), stage1.yaml's noise-centred mix from it (1 000 steps, 0.4), the same
+    mix on the quieter clean files (1 000 steps, 0.5), then that recipe with the deep filter
+    grown to 160 bins (1 000 steps, 0.6); the export is what weights/finally-small holds."""
     runs, work = _recipe_calls(tmp_path, "finally-small-cpu.sh", {})
-    assert _stages(runs) == [(1, "s1"), (1, "s2"), (1, "s3")]
-    first, second, third = (argv for argv in runs if "--run-dir" in argv)
+    assert _stages(runs) == [(1, "s1"), (1, "s2"), (1, "s3"), (1, "s4")]
+    first, second, third, fourth = (argv for argv in runs if "--run-dir" in argv)
     assert "steps=5000" in first and "degradation.p_mic=0.3" in first
     assert f"init_from={work / 's1'}" in second and "steps=1000" in second
     assert f"init_from={work / 's2'}" in third and "data.max_floor_db=-32" in third
+    assert f"init_from={work / 's3'}" in fourth and "data.max_floor_db=-32" in fourth
+    from finally_cli.training.config import load_config
+    from finally_cli.training.model_setup import generator_config
+
+    sets = [fourth[i + 1] for i, arg in enumerate(fourth) if arg == "--set"]
+    sets = [s for s in sets if not s.startswith("init_from=")]  # s3 does not exist here
+    grown, _ = generator_config(load_config("finally-small/stage1", sets))
+    assert grown.spectral_restorer.df_bins == 160  # what weights/finally-small holds
     exports = [argv[argv.index("-o") + 1] for argv in runs if argv[:2] == ["train", "export"]]
     assert exports[-1] == str(work / "finally-small")
 
 
 def test_training_recipe_continues_from_given_weights(tmp_path: Path) -> None:
-    """INIT=weights/finally-small (a new machine without the run folder): no first phase, the
+    """INIT=weights/finally-small (a new machine without the run folder): no earlier phase, the
     last phase starts from the shipped weights."""
     runs, _ = _recipe_calls(tmp_path, "finally-small-cpu.sh", {"INIT": "weights/finally-small"})
-    assert _stages(runs) == [(1, "s3")]
+    assert _stages(runs) == [(1, "s4")]
     train = next(argv for argv in runs if "--run-dir" in argv)
     assert "init_from=weights/finally-small" in train
 

@@ -30,19 +30,22 @@ DATA=(--set "data.clean=[$WORK/offline/clean/train]" --set "data.noise=[$WORK/of
     --set "data.rooms=[$WORK/offline/rooms]" -o "$WORK/val" --count 32
 
 # 2. Stage 1 (finally-small/stage1.yaml), one torch thread (the GRU's small matmuls run slower
-#    on two threads than on one), data workers on the other core. Three phases, as the shipped
-#    0.5 weights were trained (docs/training.md):
+#    on two threads than on one), data workers on the other core. Four phases, as the shipped
+#    0.6 weights were trained (docs/training.md):
 #    a. 5 000 steps of a broad mix (8 % clean, SNR -5..35 dB, room 0.35, mic EQ 0.3, codecs 0.5;
 #       AdamW 1e-3);
 #    b. from there, 1 000 steps of the noise-centred mix of stage1.yaml (these were 0.4);
 #    c. from there, 1 000 steps of the same mix with the clean files whose noise floor is above
 #       -32 dB left out (data.max_floor_db), a complex share of 0.1 in the spectral loss and
-#       AdamW 5e-4 falling by 0.9 every 500 steps (these are 0.5).
-#    INIT=weights/finally-small skips a and b and continues from the shipped weights with c.
+#       AdamW 5e-4 falling by 0.9 every 500 steps (these were 0.5);
+#    d. from there, the deep filter grown from 3 to 5 kHz, 1 000 steps of c (these are 0.6).
+#    INIT=weights/finally-small skips a-c and continues from the shipped weights with d.
 INIT_ARGS=()
 if [ -n "${INIT:-}" ]; then INIT_ARGS=(--set "init_from=$INIT"); fi
 COMMON=(--set checkpoint_every=200 --set validate_every=500 --set validation_files=32
         --set validation_dnsmos=true --set log_every=50 --set keep_checkpoints=2)
+PHASE_C=(--set steps=1000 --set data.max_floor_db=-32 --set loss.spectral_complex=0.1
+         --set optim.lr=5e-4 --set optim.gamma=0.9 --set optim.decay_every=500)
 if [ -z "${INIT:-}" ]; then
   RESUME=()
   if [ -d "$WORK/s1/checkpoints" ]; then RESUME=(--resume); fi
@@ -59,12 +62,20 @@ if [ -z "${INIT:-}" ]; then
     OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" "${COMMON[@]}" \
         --set "init_from=$WORK/s1" --set steps=1000 --run-dir "$WORK/s2" "${RESUME[@]}"
   fi
-  INIT_ARGS=(--set "init_from=$WORK/s2")
+  RESUME=()
+  if [ -d "$WORK/s3/checkpoints" ]; then RESUME=(--resume); fi
+  if [ ! -d "$WORK/s3/checkpoints/step_00001000" ]; then
+    OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" "${COMMON[@]}" \
+        --set "init_from=$WORK/s2" "${PHASE_C[@]}" --run-dir "$WORK/s3" "${RESUME[@]}"
+  fi
+  INIT_ARGS=(--set "init_from=$WORK/s3")
 fi
+# d. Deep filtering up to 5 kHz: the model grown from 96 to 160 filtered bins (it starts from
+#    exactly its previous output, the new bins as identity filters), 1 000 steps of c's recipe.
+printf 'spectral_restorer:\n  df_bins: 160\n' > "$WORK/df160.yaml"
 RESUME=()
-if [ -d "$WORK/s3/checkpoints" ]; then RESUME=(--resume); fi
+if [ -d "$WORK/s4/checkpoints" ]; then RESUME=(--resume); fi
 OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" "${INIT_ARGS[@]}" \
-    "${COMMON[@]}" --set steps=1000 --set data.max_floor_db=-32 --set loss.spectral_complex=0.1 \
-    --set optim.lr=5e-4 --set optim.gamma=0.9 --set optim.decay_every=500 \
-    --run-dir "$WORK/s3" "${RESUME[@]}"
-finally train export "$WORK/s3" -o "$WORK/finally-small"
+    "${COMMON[@]}" "${PHASE_C[@]}" --set "overlays=[$WORK/df160.yaml]" --set steps=1000 \
+    --run-dir "$WORK/s4" "${RESUME[@]}"
+finally train export "$WORK/s4" -o "$WORK/finally-small"
