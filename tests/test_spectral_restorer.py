@@ -131,23 +131,24 @@ def test_stage3_starts_from_the_stage2_output(tmp_path: Path) -> None:
     assert 10 * torch.log10(want.square().sum() / (down - want).square().sum()) > 30
 
 
-def test_magnitude_features_grow_a_trained_model_without_changing_it(tmp_path: Path) -> None:
-    """Adding `magnitude_bins` and a residual GRU layer to a trained model (an overlay on
-    init_from) starts from exactly its output; the new parts then learn."""
+def _grown(trained: torch.nn.Module, tmp_path: Path, overlay: str) -> torch.nn.Module:
+    """The stage-1 generator built from `trained` (init_from) with a config overlay."""
     from finally_cli.models.hub import save_model
     from finally_cli.training.config import load_config
     from finally_cli.training.model_setup import build_generator
 
-    trained = create_model(_small(False), seed=5).eval()
     save_model(trained, tmp_path / "trained")
-    overlay = tmp_path / "magnitude.yaml"
-    overlay.write_text("spectral_restorer:\n  magnitude_bins: 96\n  residual_gru_layers: 1\n")
-    grown = build_generator(
-        load_config(
-            "finally-small/stage1",
-            [f"init_from={tmp_path / 'trained'}", f"overlays=[{overlay}]"],
-        )
-    )
+    (tmp_path / "overlay.yaml").write_text(overlay)
+    sets = [f"init_from={tmp_path / 'trained'}", f"overlays=[{tmp_path / 'overlay.yaml'}]"]
+    return build_generator(load_config("finally-small/stage1", sets))
+
+
+def test_magnitude_features_grow_a_trained_model_without_changing_it(tmp_path: Path) -> None:
+    """Adding `magnitude_bins` and a residual GRU layer to a trained model (an overlay on
+    init_from) starts from exactly its output; the new parts then learn."""
+    trained = create_model(_small(False), seed=5).eval()
+    overlay = "spectral_restorer:\n  magnitude_bins: 96\n  residual_gru_layers: 1\n"
+    grown = _grown(trained, tmp_path, overlay)
     restorer = grown.spectral_restorer
     assert restorer.magnitude_bins == 96 and restorer.encoder[0].in_channels == 32 + 192 + 96
     waveform = _speechy()
@@ -267,23 +268,11 @@ def test_more_deep_filtered_bins_grow_a_trained_model_without_changing_it(tmp_pa
     """Raising `df_bins` on a trained model (an overlay on init_from) starts from exactly its
     output: the old bins keep their filters, the new ones start as identity filters, and the
     input layer reads the old bins' complex values where they now sit."""
-    from finally_cli.models.hub import save_model
-    from finally_cli.training.config import load_config
-    from finally_cli.training.model_setup import build_generator
-
     trained = create_model(_small(False), seed=5).eval()
     with torch.no_grad():  # a trained-like head: filters that are far from the identity
         trained.spectral_restorer.df_head.weight.normal_(0, 0.05)
         trained.spectral_restorer.df_head.bias.normal_(0, 0.3)
-    save_model(trained, tmp_path / "trained")
-    overlay = tmp_path / "wider.yaml"
-    overlay.write_text("spectral_restorer:\n  df_bins: 160\n")
-    grown = build_generator(
-        load_config(
-            "finally-small/stage1",
-            [f"init_from={tmp_path / 'trained'}", f"overlays=[{overlay}]"],
-        )
-    )
+    grown = _grown(trained, tmp_path, "spectral_restorer:\n  df_bins: 160\n")
     restorer = grown.spectral_restorer
     assert restorer.df_bins == 160 and restorer.encoder[0].in_channels == 32 + 2 * 160
     noise = torch.randn(1, 1, 16384, generator=torch.Generator().manual_seed(1))

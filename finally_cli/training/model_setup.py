@@ -85,7 +85,7 @@ def _grown_inputs(
 
 
 def _grown_deep_filter(
-    model: FinallyGenerator, weights: dict[str, torch.Tensor]
+    model: FinallyGenerator, own: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
     """Previous-stage spectral-restorer weights mapped onto more deep-filtered bins.
 
@@ -106,7 +106,6 @@ def _grown_deep_filter(
     old, new = rows // per_bin, restorer.df_bins
     if rows % per_bin or not 0 < old < new:
         return {}
-    own = model.state_dict()
     weight = torch.zeros_like(own[head + "weight"])
     weight[:rows] = weights[head + "weight"]
     bias = restorer._identity_taps().to(own[head + "bias"].dtype)
@@ -133,7 +132,10 @@ def build_generator(config: TrainConfig) -> FinallyGenerator:
         log.info("identity init: the generator starts with output ≈ input")
     if weights is not None:
         own = model.state_dict()
-        weights = {**weights, **_grown_inputs(own, weights), **_grown_deep_filter(model, weights)}
+        # The deep filter's mapping of the input layer replaces _grown_inputs' (which pads at
+        # the end) when both apply.
+        grown = {**_grown_inputs(own, weights), **_grown_deep_filter(model, own, weights)}
+        weights = {**weights, **grown}
         usable = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
         new = sorted(set(own) - set(usable))
         dropped = sorted(set(weights) - set(usable))
