@@ -283,3 +283,36 @@ def test_more_deep_filtered_bins_grow_a_trained_model_without_changing_it(tmp_pa
     torch.nn.functional.mse_loss(grown(waveform), _speechy() * 0.5).backward()
     rows = restorer.df_head.weight.grad[96 * 6 :]
     assert rows.abs().sum() > 0  # the new bins' filters learn
+
+
+@pytest.mark.parametrize(
+    ("overlay", "bins", "order", "old_taps"),
+    [
+        ("df_order: 5", 96, 5, slice(2, 5)),  # two more past frames
+        ("df_order: 5\n  df_lookahead: 2\n  df_bins: 128", 128, 5, slice(1, 4)),
+    ],
+)
+def test_more_filter_taps_grow_a_trained_model_without_changing_it(
+    tmp_path: Path, overlay: str, bins: int, order: int, old_taps: slice
+) -> None:
+    """Raising `df_order` (and with it the look-ahead or the bins) on a trained model starts
+    from exactly its output: every old tap keeps the frame it read, the new taps start at
+    zero and then learn."""
+    trained = create_model(_small(False), seed=6).eval()
+    with torch.no_grad():
+        trained.spectral_restorer.df_head.weight.normal_(0, 0.05)
+        trained.spectral_restorer.df_head.bias.normal_(0, 0.3)
+    grown = _grown(trained, tmp_path, f"spectral_restorer:\n  {overlay}\n")
+    restorer = grown.spectral_restorer
+    assert (restorer.df_bins, restorer.df_order) == (bins, order)
+    noise = torch.randn(1, 1, 16384, generator=torch.Generator().manual_seed(2))
+    waveform = _speechy() + 0.02 * noise
+    with torch.no_grad():
+        assert torch.allclose(grown.eval()(waveform), trained(waveform), atol=1e-6)
+    old_bias = trained.spectral_restorer.df_head.bias.view(96, 3, 2)
+    assert torch.equal(restorer.df_head.bias.view(bins, order, 2)[:96, old_taps], old_bias)
+    grown.train()
+    torch.nn.functional.mse_loss(grown(waveform), _speechy() * 0.5).backward()
+    grad = restorer.df_head.weight.grad.view(bins, order, 2, -1)
+    new_taps = [k for k in range(order) if k not in range(order)[old_taps]]
+    assert grad[:96, new_taps].abs().sum() > 0  # the new taps learn

@@ -37,9 +37,18 @@ def _init_source(path: str) -> tuple[GeneratorConfig, dict[str, torch.Tensor]]:
 
 def generator_config(config: TrainConfig) -> tuple[GeneratorConfig, dict | None]:
     """The stage's generator config (+ initial weights when starting from a previous stage)."""
-    weights = None
+    gen, weights, _ = _stage_source(config)
+    return gen, weights
+
+
+def _stage_source(
+    config: TrainConfig,
+) -> tuple[GeneratorConfig, dict | None, GeneratorConfig | None]:
+    """`generator_config`, plus the previous stage's own config (before the overlays)."""
+    weights = previous = None
     if config.init_from:
         gen, weights = _init_source(config.init_from)
+        previous = gen
     else:
         from finally_cli.models.config import PRESETS, preset
 
@@ -53,7 +62,7 @@ def generator_config(config: TrainConfig) -> tuple[GeneratorConfig, dict | None]
     gen = replace(
         gen, upsample_wave_unet=replace(gen.upsample_wave_unet, enabled=config.stage == 3)
     )
-    return gen, weights
+    return gen, weights, previous
 
 
 def _grown_inputs(
@@ -85,31 +94,40 @@ def _grown_inputs(
 
 
 def _grown_deep_filter(
-    model: FinallyGenerator, own: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]
+    model: FinallyGenerator,
+    own: dict[str, torch.Tensor],
+    weights: dict[str, torch.Tensor],
+    previous: GeneratorConfig,
 ) -> dict[str, torch.Tensor]:
-    """Previous-stage spectral-restorer weights mapped onto more deep-filtered bins.
+    """Previous-stage spectral-restorer weights mapped onto more deep-filtered bins or taps.
 
     A config that raises `spectral_restorer.df_bins` gives the filter head rows for the new
     bins and the input layer the complex values of those bins, in the middle of its inputs
     (after the old bins' real and imaginary parts respectively). The old columns move to
     their new places, the new ones get zero weights, and the new bins start as identity
-    filters (centre tap 1, as the gained spectrum passed through before), so the grown model
-    computes exactly what it did.
+    filters (centre tap 1, as the gained spectrum passed through before). A config that
+    raises `df_order` keeps every old tap at the frame it read (the new taps reach further
+    into the past, or further ahead when `df_lookahead` grows too) and starts the new taps at
+    zero. Either way the grown model computes exactly what it did.
     """
-    restorer = model.spectral_restorer
+    restorer, before = model.spectral_restorer, previous.spectral_restorer
     head = "spectral_restorer.df_head."
     encoder = "spectral_restorer.encoder.0.weight"
     if restorer is None or head + "weight" not in weights or encoder not in weights:
         return {}
-    per_bin = 2 * restorer.df_order
+    old, new = before.df_bins, restorer.df_bins
+    old_order, order = before.df_order, restorer.df_order
+    shift = (order - 1 - restorer.df_lookahead) - (old_order - 1 - before.df_lookahead)
+    grows = (old, old_order) != (new, order)
+    fits = old <= new and 0 <= shift and shift + old_order <= order
     rows, hidden = weights[head + "weight"].shape
-    old, new = rows // per_bin, restorer.df_bins
-    if rows % per_bin or not 0 < old < new:
+    if not grows or not fits or rows != old * old_order * 2:
         return {}
-    weight = torch.zeros_like(own[head + "weight"])
-    weight[:rows] = weights[head + "weight"]
-    bias = restorer._identity_taps().to(own[head + "bias"].dtype)
-    bias[:rows] = weights[head + "bias"]
+    weight = own[head + "weight"].new_zeros(new, order, 2, hidden)
+    weight[:old, shift : shift + old_order] = weights[head + "weight"].view(old, old_order, 2, -1)
+    bias = restorer._identity_taps().to(own[head + "bias"].dtype).view(new, order, 2)
+    bias[:old] = 0
+    bias[:old, shift : shift + old_order] = weights[head + "bias"].view(old, old_order, 2)
     enc_old = weights[encoder]
     bands = restorer.erb.shape[0]
     enc = torch.zeros_like(own[encoder])
@@ -119,12 +137,16 @@ def _grown_deep_filter(
     enc[:, : bands + old] = enc_old[:, : bands + old]  # bands, real parts of the old bins
     enc[:, bands + new : bands + new + old] = enc_old[:, bands + old : bands + 2 * old]  # imag
     enc[:, bands + 2 * new : bands + 2 * new + extra] = enc_old[:, bands + 2 * old :]
-    log.info("deep filter grown from %d to %d bins (new bins start as identity filters)", old, new)
-    return {head + "weight": weight, head + "bias": bias, encoder: enc}
+    log.info(
+        "deep filter grown from %d bins × %d taps to %d × %d (new bins start as identity "
+        "filters, new taps at zero)",
+        old, old_order, new, order,
+    )  # fmt: skip
+    return {head + "weight": weight.flatten(0, 2), head + "bias": bias.flatten(), encoder: enc}
 
 
 def build_generator(config: TrainConfig) -> FinallyGenerator:
-    gen_config, weights = generator_config(config)
+    gen_config, weights, previous = _stage_source(config)
     model = create_model(gen_config, seed=config.seed)
     load_ssl_weights(model)
     if weights is None and config.init == "identity":
@@ -134,7 +156,9 @@ def build_generator(config: TrainConfig) -> FinallyGenerator:
         own = model.state_dict()
         # The deep filter's mapping of the input layer replaces _grown_inputs' (which pads at
         # the end) when both apply.
-        grown = {**_grown_inputs(own, weights), **_grown_deep_filter(model, own, weights)}
+        grown = _grown_inputs(own, weights)
+        if previous is not None:
+            grown.update(_grown_deep_filter(model, own, weights, previous))
         weights = {**weights, **grown}
         usable = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
         new = sorted(set(own) - set(usable))
