@@ -264,14 +264,20 @@ def test_models_info_counts_the_restorer_on_the_meta_device() -> None:
         assert "spectral_restorer" in result.output and "1.496 M" in result.output
 
 
+def _trained_filter(seed: int) -> torch.nn.Module:
+    """A finally-small generator with a trained-like deep filter: taps far from the identity."""
+    trained = create_model(_small(False), seed=seed).eval()
+    with torch.no_grad():
+        trained.spectral_restorer.df_head.weight.normal_(0, 0.05)
+        trained.spectral_restorer.df_head.bias.normal_(0, 0.3)
+    return trained
+
+
 def test_more_deep_filtered_bins_grow_a_trained_model_without_changing_it(tmp_path: Path) -> None:
     """Raising `df_bins` on a trained model (an overlay on init_from) starts from exactly its
     output: the old bins keep their filters, the new ones start as identity filters, and the
     input layer reads the old bins' complex values where they now sit."""
-    trained = create_model(_small(False), seed=5).eval()
-    with torch.no_grad():  # a trained-like head: filters that are far from the identity
-        trained.spectral_restorer.df_head.weight.normal_(0, 0.05)
-        trained.spectral_restorer.df_head.bias.normal_(0, 0.3)
+    trained = _trained_filter(seed=5)
     grown = _grown(trained, tmp_path, "spectral_restorer:\n  df_bins: 160\n")
     restorer = grown.spectral_restorer
     assert restorer.df_bins == 160 and restorer.encoder[0].in_channels == 32 + 2 * 160
@@ -298,10 +304,7 @@ def test_more_filter_taps_grow_a_trained_model_without_changing_it(
     """Raising `df_order` (and with it the look-ahead or the bins) on a trained model starts
     from exactly its output: every old tap keeps the frame it read, the new taps start at
     zero and then learn."""
-    trained = create_model(_small(False), seed=6).eval()
-    with torch.no_grad():
-        trained.spectral_restorer.df_head.weight.normal_(0, 0.05)
-        trained.spectral_restorer.df_head.bias.normal_(0, 0.3)
+    trained = _trained_filter(seed=6)
     grown = _grown(trained, tmp_path, f"spectral_restorer:\n  {overlay}\n")
     restorer = grown.spectral_restorer
     assert (restorer.df_bins, restorer.df_order) == (bins, order)
