@@ -319,3 +319,29 @@ def test_more_filter_taps_grow_a_trained_model_without_changing_it(
     grad = restorer.df_head.weight.grad.view(bins, order, 2, -1)
     new_taps = [k for k in range(order) if k not in range(order)[old_taps]]
     assert grad[:96, new_taps].abs().sum() > 0  # the new taps learn
+
+
+@pytest.mark.parametrize(
+    ("overlay", "bins"),
+    [("hidden: 320", 96), ("hidden: 288\n  df_bins: 128\n  df_order: 5", 128)],
+)
+def test_a_wider_restorer_grows_from_a_trained_model_without_changing_it(
+    tmp_path: Path, overlay: str, bins: int
+) -> None:
+    """Raising `hidden` (alone or with the deep filter) on a trained model starts from exactly
+    its output: the old units read no new unit, the heads read none yet, and training then
+    gives the new units a say."""
+    trained = _trained_filter(seed=7)
+    grown = _grown(trained, tmp_path, f"spectral_restorer:\n  {overlay}\n")
+    restorer = grown.spectral_restorer
+    hidden = restorer.gru.hidden_size
+    assert hidden > 256 and restorer.df_bins == bins
+    noise = torch.randn(1, 1, 16384, generator=torch.Generator().manual_seed(3))
+    waveform = _speechy() + 0.02 * noise
+    with torch.no_grad():
+        assert torch.allclose(grown.eval()(waveform), trained(waveform), atol=1e-6)
+    new_units = restorer.gru.weight_hh_l1.unflatten(0, (3, hidden))[:, 256:]
+    assert new_units.abs().sum() > 0  # the new units are random, not dead
+    grown.train()
+    torch.nn.functional.mse_loss(grown(waveform), _speechy() * 0.5).backward()
+    assert restorer.gain_head.weight.grad[:, 256:].abs().sum() > 0  # their outputs learn

@@ -93,6 +93,69 @@ def _grown_inputs(
     return grown
 
 
+def _grown_hidden(
+    model: FinallyGenerator,
+    own: dict[str, torch.Tensor],
+    weights: dict[str, torch.Tensor],
+    previous: GeneratorConfig,
+) -> dict[str, torch.Tensor]:
+    """Previous-stage spectral-restorer weights widened to a larger `hidden`.
+
+    The new units of the input layer and of every GRU layer get this model's fresh random
+    weights, but nothing old reads them: the old GRU units' weights from the new units and the
+    heads' weights from the new last-layer units start at zero. So the old units compute what
+    they did, the grown model's output is exactly the trained model's, and the new units join
+    in as their outgoing weights learn. The input features stay as they were (a deep filter
+    growing in the same overlay then maps them, `_grown_deep_filter`).
+    """
+    restorer, before = model.spectral_restorer, previous.spectral_restorer
+    if restorer is None or before is None:
+        return {}
+    prefix = "spectral_restorer."
+    layers = restorer.gru.num_layers
+    old, new = before.hidden, restorer.gru.hidden_size
+    if new == old:
+        return {}
+    if (
+        new < old
+        or before.gru_layers != layers
+        or before.residual_gru_layers
+        or (restorer.residual_grus)
+    ):
+        log.warning(
+            "spectral_restorer: cannot grow hidden %d → %d here (only wider, same GRU layers, "
+            "no residual GRUs): the changed layers start fresh", old, new,
+        )  # fmt: skip
+        return {}
+
+    grown: dict[str, torch.Tensor] = {}
+    encoder = weights[prefix + "encoder.0.weight"]
+    conv = own[prefix + "encoder.0.weight"][:, : encoder.shape[1]].clone().to(encoder.dtype)
+    conv[:old] = encoder
+    grown[prefix + "encoder.0.weight"] = conv
+    for name in ("encoder.0.bias", "encoder.1.weight"):
+        tensor = own[prefix + name].clone().to(weights[prefix + name].dtype)
+        tensor[:old] = weights[prefix + name]
+        grown[prefix + name] = tensor
+    for layer in range(layers):
+        for kind in ("ih", "hh"):
+            key = f"gru.weight_{kind}_l{layer}"
+            tensor = own[prefix + key].unflatten(0, (3, new)).clone()
+            tensor[:, :old] = 0  # old units read no new unit (input or state)
+            tensor[:, :old, :old] = weights[prefix + key].unflatten(0, (3, old))
+            grown[prefix + key] = tensor.flatten(0, 1)
+            bias = own[prefix + f"gru.bias_{kind}_l{layer}"].unflatten(0, (3, new)).clone()
+            bias[:, :old] = weights[prefix + f"gru.bias_{kind}_l{layer}"].unflatten(0, (3, old))
+            grown[prefix + f"gru.bias_{kind}_l{layer}"] = bias.flatten()
+    for head in ("gain_head", "df_head"):
+        weight = weights[prefix + head + ".weight"]
+        grown[prefix + head + ".weight"] = torch.cat(
+            [weight, weight.new_zeros(weight.shape[0], new - old)], 1
+        )
+    log.info("spectral_restorer: hidden grown from %d to %d (new units start unread)", old, new)
+    return grown
+
+
 def _grown_deep_filter(
     model: FinallyGenerator,
     own: dict[str, torch.Tensor],
@@ -154,6 +217,8 @@ def build_generator(config: TrainConfig) -> FinallyGenerator:
         log.info("identity init: the generator starts with output ≈ input")
     if weights is not None:
         own = model.state_dict()
+        if previous is not None:  # a wider restorer first, so the mappings below see its shapes
+            weights = {**weights, **_grown_hidden(model, own, weights, previous)}
         # The deep filter's mapping of the input layer replaces _grown_inputs' (which pads at
         # the end) when both apply.
         grown = _grown_inputs(own, weights)
