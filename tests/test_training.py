@@ -486,6 +486,51 @@ def test_resume_refuses_changed_config(tmp_path: Path, clean_dir: Path) -> None:
     assert result.exit_code == 2 and "--resume" in result.stderr
 
 
+def test_weight_averaging_is_what_export_and_resume_use(tmp_path: Path, clean_dir: Path) -> None:
+    """`optim.ema`: every checkpoint keeps the moving average of the generator's weights,
+    export (and so `init_from`) takes it, and a resumed run goes on averaging where it was."""
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    sets = [
+        f"data.clean=[{clean_dir}]", "steps=3", "checkpoint_every=1", "keep_checkpoints=5",
+        "optim.ema=0.5", "optim.lr=1e-2",
+    ]  # fmt: skip
+    args = ["--config", "tiny/stage1", *sum((["--set", s] for s in sets), []), "--run-dir"]
+    train_cli(*args, str(run))
+    raw = [
+        load_file(str(run / f"checkpoints/step_0000000{i}/generator.safetensors"))
+        for i in (1, 2, 3)
+    ]
+    average = load_file(str(run / "checkpoints/step_00000003/ema.safetensors"))
+    name = next(k for k in raw[0] if raw[0][k].is_floating_point() and raw[0][k].numel() > 1)
+    expected = 0.5 * (0.5 * raw[0][name] + 0.5 * raw[1][name]) + 0.5 * raw[2][name]
+    assert torch.allclose(average[name], expected, atol=1e-6)
+    assert not torch.allclose(average[name], raw[2][name])  # the weights did move
+    train_cli("export", str(run), "--step", "3", "-o", str(tmp_path / "out"))
+    exported = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert torch.equal(exported[name], average[name])
+    # Resumed from step 2, the average at step 3 is the same (it is not restarted).
+    import shutil
+
+    shutil.copytree(run, tmp_path / "again")
+    shutil.rmtree(tmp_path / "again" / "checkpoints" / "step_00000003")
+    train_cli(*args, str(tmp_path / "again"), "--resume")
+    resumed = load_file(str(tmp_path / "again/checkpoints/step_00000003/ema.safetensors"))
+    assert torch.allclose(resumed[name], average[name], atol=1e-6)
+
+
+def test_a_run_resumes_after_an_upgrade_added_an_option(tmp_path: Path, clean_dir: Path) -> None:
+    """A run saved before an option existed resumes: the option was at its default."""
+    run = tmp_path / "r"
+    base = ["--config", "tiny/stage1", "--set", f"data.clean=[{clean_dir}]", "--set", "steps=2"]
+    train_cli(*base, "--run-dir", str(run))
+    saved = json.loads((run / "config.json").read_text())
+    del saved["optim"]["ema"]
+    (run / "config.json").write_text(json.dumps(saved))
+    train_cli(*base, "--run-dir", str(run), "--resume")
+
+
 def test_resume_refuses_another_lmos_feature_space(tmp_path: Path, clean_dir: Path) -> None:
     """`loss.features: auto` is recorded as what it resolved to; a resume that would resolve it
     differently (an extra installed or removed in between) is refused in one line."""

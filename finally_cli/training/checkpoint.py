@@ -161,9 +161,17 @@ def load_newest(
     )
 
 
-def newest_weights(run_dir: Path, name: str = "generator") -> tuple[Path, dict[str, torch.Tensor]]:
-    """`name`'s weights from the newest checkpoint that reads back whole (for `init_from`)."""
-    found = _newest_readable(run_dir, lambda folder: read_tensors(folder, name), "starting from")
+def model_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The generator a checkpoint stands for: its moving average when the run kept one
+    (`optim.ema`), else its raw weights."""
+    name = "ema" if (folder / "ema.safetensors").is_file() else "generator"
+    return read_tensors(folder, name)
+
+
+def newest_weights(run_dir: Path) -> tuple[Path, dict[str, torch.Tensor]]:
+    """The generator of the newest checkpoint that reads back whole (`model_weights`; for
+    `init_from` and export)."""
+    found = _newest_readable(run_dir, model_weights, "starting from")
     if found is None:
         raise CheckpointError(f"{run_dir}: run has no checkpoint to start from")
     return found

@@ -8,7 +8,7 @@ from pathlib import Path
 from finally_cli.errors import CheckpointError
 from finally_cli.models.config import GeneratorConfig
 from finally_cli.models.hub import create_model, save_model
-from finally_cli.training.checkpoint import checkpoints, newest_weights, read_tensors
+from finally_cli.training.checkpoint import checkpoints, model_weights, newest_weights
 
 
 def export_model(
@@ -36,7 +36,7 @@ def export_model(
                     f"{run_dir}: no checkpoint of step {checkpoint_step} (kept: {kept})"
                 )
             chosen = found[steps.index(checkpoint_step)]
-            weights = read_tensors(chosen, "generator")
+            weights = model_weights(chosen)
         config = GeneratorConfig.from_dict(json.loads((run_dir / "model_config.json").read_text()))
         generator = create_model(config)
         generator.load_state_dict(weights, strict=True)

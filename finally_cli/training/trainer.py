@@ -114,6 +114,14 @@ class Trainer:
         self.pesq = PesqLoss(config.sample_rate) if config.loss.pesq > 0 else None
         if config.loss.utmos > 0:
             utmos_available()
+        self.ema = None
+        if config.optim.ema > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(
+                self.generator, multi_avg_fn=get_ema_multi_avg_fn(config.optim.ema)
+            )
+            self.ema.requires_grad_(False)
         self.step = 0
         self.best = -math.inf
         if resume:
@@ -121,6 +129,8 @@ class Trainer:
         # The LMOS feature encoder is frozen: moved, not wrapped (DDP refuses modules
         # without trainable parameters).
         self.lmos = self.lmos.to(self.accelerator.device)
+        if self.ema is not None:
+            self.ema.to(self.accelerator.device)
         self.generator, self.opt_g = self.accelerator.prepare(self.generator, self.opt_g)
         if self.discriminator is not None:
             self.discriminator, self.opt_d = self.accelerator.prepare(
@@ -136,7 +146,7 @@ class Trainer:
         if resume:
             if not saved.is_file():
                 raise ConfigError(f"{self.run_dir}: nothing to resume (no config.json)")
-            changed = diff(json.loads(saved.read_text()), self.config.to_dict())
+            changed = diff(_with_defaults(json.loads(saved.read_text())), self.config.to_dict())
             if changed:
                 raise ConfigError(
                     f"{self.run_dir}: config differs from the run's, refusing to "
@@ -175,7 +185,15 @@ class Trainer:
         modules = {"generator": self.accelerator.unwrap_model(self.generator)}
         if self.discriminator is not None:
             modules["discriminator"] = self.accelerator.unwrap_model(self.discriminator)
+        if self.ema is not None:
+            modules["ema"] = self.ema.module
         return modules
+
+    def _model(self) -> torch.nn.Module:
+        """The generator validation scores and exports: the moving average when kept."""
+        if self.ema is not None:
+            return self.ema.module
+        return self.accelerator.unwrap_model(self.generator)
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         optimizers = {"optimizer_g": self.opt_g}
@@ -190,6 +208,8 @@ class Trainer:
         modules = {"generator": self.generator}
         if self.discriminator is not None:
             modules["discriminator"] = self.discriminator
+        if self.ema is not None:
+            modules["ema"] = self.ema.module
         loaded = ckpt.load_newest(self.run_dir, modules, self._optimizers())
         if loaded is None:  # killed before its first checkpoint: the same as a fresh start
             log.warning("%s: no checkpoint yet; starting at step 0", self.run_dir)
@@ -209,6 +229,8 @@ class Trainer:
             )
         self.step = int(state["step"])
         self.best = float(state.get("best", -math.inf))
+        if self.ema is not None:  # how many steps it has averaged (the first one copies)
+            self.ema.n_averaged.fill_(int(state.get("ema_updates", self.step)))
         log.info("resumed %s at step %d", folder, self.step)
         if self.accelerator.is_main_process:
             run_folder.truncate_logs(self.run_dir, self.step)
@@ -313,6 +335,8 @@ class Trainer:
             )
         )
         self.opt_g.step()
+        if self.ema is not None:
+            self.ema.update_parameters(acc.unwrap_model(self.generator))
         logs["lr"] = self.opt_g.param_groups[0]["lr"]
         return logs
 
@@ -414,6 +438,7 @@ class Trainer:
                 "step": self.step,
                 "best": self.best,
                 "num_processes": self.accelerator.num_processes,
+                **({"ema_updates": int(self.ema.n_averaged)} if self.ema is not None else {}),
             },
         )
         ckpt.prune(self.run_dir, self.config.keep_checkpoints, self.step)
@@ -428,7 +453,7 @@ class Trainer:
 
         if not self.accelerator.is_main_process:
             return {}
-        generator = self.accelerator.unwrap_model(self.generator)
+        generator = self._model()
         scores, samples = run_validation(
             generator,
             Path(self.config.data.validation),
@@ -437,7 +462,7 @@ class Trainer:
             self.accelerator.device,
             self.config.audio_samples,
         )
-        generator.train()
+        self.generator.train()
         with (self.run_dir / "validation.jsonl").open("a", encoding="utf-8") as handle:
             handle.write(json.dumps({"step": self.step, **scores}) + "\n")
         if self.writer is not None:
@@ -482,6 +507,17 @@ class _ListSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+def _with_defaults(saved: dict) -> dict:
+    """A run's saved config with the options added to finally-cli since at their defaults
+    (they did not exist, so the run trained as their defaults do)."""
+    from finally_cli.training.config import from_dict
+
+    try:
+        return from_dict(saved).to_dict()
+    except (ConfigError, TypeError):  # an option since removed: compared as saved
+        return saved
 
 
 def _spectrogram(audio: np.ndarray, rate: int):  # noqa: ANN202
