@@ -345,3 +345,24 @@ def test_a_wider_restorer_grows_from_a_trained_model_without_changing_it(
     grown.train()
     torch.nn.functional.mse_loss(grown(waveform), _speechy() * 0.5).backward()
     assert restorer.gain_head.weight.grad[:, 256:].abs().sum() > 0  # their outputs learn
+
+
+def test_floor_features_read_a_bands_rise_above_its_recent_floor(tmp_path: Path) -> None:
+    """`floor_frames`: a band that holds its level reads 0 dB above its floor, one that jumps
+    by 30 dB reads ≈ 30 dB until the jump leaves the window; a trained model grown by them
+    (`init_from`) starts from exactly its output."""
+    restorer = SpectralRestorer(floor_frames=50)
+    levels = torch.full((1, 32, 200), -40.0)
+    levels[:, 7, 100:] = -10.0
+    above = restorer.above_floor(levels)
+    assert above[0, 3].abs().max() < 1e-4  # steady: at its floor
+    assert torch.allclose(above[0, 7, 101:148], torch.full((47,), 30.0))
+    assert above[0, 7, 151:].abs().max() < 1e-4  # 50 frames later the floor has risen too
+    trained = create_model(_small(False), seed=8).eval()
+    grown = _grown(trained, tmp_path, "spectral_restorer:\n  floor_frames: 125\n")
+    assert grown.spectral_restorer.encoder[0].in_channels == 32 + 2 * 96 + 32
+    waveform = _speechy() + 0.02 * torch.randn(
+        1, 1, 16384, generator=torch.Generator().manual_seed(4)
+    )
+    with torch.no_grad():
+        assert torch.equal(grown.eval()(waveform), trained(waveform))

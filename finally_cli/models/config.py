@@ -333,6 +333,7 @@ class SpectralRestorerConfig:
     max_gain: float = 2.0
     magnitude_bins: int = 0
     residual_gru_layers: int = 0
+    floor_frames: int = 0
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -369,6 +370,10 @@ class SpectralRestorerConfig:
             raise ConfigError(
                 f"spectral_restorer.magnitude_bins={self.magnitude_bins}: expected 0 to "
                 f"n_fft/2+1 = {self.n_fft // 2 + 1}"
+            )
+        if not 0 <= self.floor_frames <= 4096:
+            raise ConfigError(
+                f"spectral_restorer.floor_frames={self.floor_frames}: expected 0 (off) to 4096"
             )
 
 

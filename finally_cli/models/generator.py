@@ -102,6 +102,7 @@ class FinallyGenerator(nn.Module):
             sr.max_gain,
             sr.magnitude_bins,
             sr.residual_gru_layers,
+            sr.floor_frames,
         )
         uw = config.upsample_wave_unet
         if uw.enabled:

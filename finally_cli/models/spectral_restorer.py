@@ -55,6 +55,11 @@ class SpectralRestorer(nn.Module):
         residual_gru_layers: GRU layers after the stack, each added to its input through a
             projection that starts at zero, so a trained model grown by them (`init_from`)
             starts from exactly its output.
+        floor_frames: when > 0, every ERB band's level above its own recent floor is an input
+            feature too: the band's log power (smoothed over 3 frames) minus its minimum over
+            the last `floor_frames` frames. Classic noise suppressors estimate the noise this
+            way (minimum statistics); it tells a band that stays at its floor (noise) from one
+            that rises above it (speech) whatever the level of either.
     """
 
     def __init__(
@@ -72,15 +77,16 @@ class SpectralRestorer(nn.Module):
         max_gain: float = 2.0,
         magnitude_bins: int = 0,
         residual_gru_layers: int = 0,
+        floor_frames: int = 0,
     ) -> None:
         super().__init__()
         self.n_fft, self.hop = n_fft, hop
         self.df_bins, self.df_order, self.df_lookahead = df_bins, df_order, df_lookahead
         self.compression, self.max_gain = compression, max_gain
-        self.magnitude_bins = magnitude_bins
+        self.magnitude_bins, self.floor_frames = magnitude_bins, floor_frames
         self.register_buffer("window", torch.hann_window(n_fft, device="cpu"), persistent=False)
         self.register_buffer("erb", erb_filterbank(n_fft, 16000, erb_bands), persistent=False)
-        features = erb_bands + 2 * df_bins + magnitude_bins
+        features = erb_bands + 2 * df_bins + magnitude_bins + (erb_bands if floor_frames else 0)
         self.encoder = nn.Sequential(
             nn.Conv1d(features, hidden, context_frames, padding=context_frames // 2),
             nn.PReLU(hidden),
@@ -117,8 +123,9 @@ class SpectralRestorer(nn.Module):
         return taps.flatten()
 
     def features(self, spec: torch.Tensor) -> torch.Tensor:
-        """[batch, bins, frames] complex → [batch, erb_bands + 2·df_bins + magnitude_bins,
-        frames] (new features go last, so a grown input layer starts from the old one)."""
+        """[batch, bins, frames] complex → [batch, erb_bands + 2·df_bins + magnitude_bins
+        (+ erb_bands with `floor_frames`), frames] (new features go last, so a grown input
+        layer starts from the old one)."""
         power = spec.real.square() + spec.imag.square()
         band_db = 10 * torch.log10(torch.matmul(self.erb, power) + 1e-10)
         low = spec[:, : self.df_bins]
@@ -127,7 +134,18 @@ class SpectralRestorer(nn.Module):
         if self.magnitude_bins:
             bin_db = 10 * torch.log10(power[:, : self.magnitude_bins] + 1e-10)
             features.append(bin_db / 40 + 1)
+        if self.floor_frames:
+            features.append(self.above_floor(band_db) / 20)
         return torch.cat(features, dim=1)
+
+    def above_floor(self, band_db: torch.Tensor) -> torch.Tensor:
+        """dB above each band's minimum over the last `floor_frames` frames (≥ 0), from the
+        level smoothed over 3 frames. Within a window only: a stream's chunks see the same
+        history the GRU does."""
+        smooth = F.avg_pool1d(band_db, 3, 1, padding=1, count_include_pad=False)
+        history = F.pad(-smooth, (self.floor_frames - 1, 0), value=-math.inf)
+        floor = -F.max_pool1d(history, self.floor_frames, 1)
+        return band_db - floor
 
     def deep_filter(self, spec: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
         """Σ_k taps[k] · spec[t − (order − 1 − lookahead) + k] over the low bins.
