@@ -120,7 +120,7 @@ def _grown_hidden(
         new < old
         or before.gru_layers != layers
         or before.residual_gru_layers
-        or (restorer.residual_grus)
+        or len(restorer.residual_grus)
     ):
         log.warning(
             "spectral_restorer: cannot grow hidden %d → %d here (only wider, same GRU layers, "

@@ -16,7 +16,7 @@ from finally_cli.errors import ConfigError, TrainingError
 from finally_cli.models.discriminators import MultiScaleSTFTDiscriminator
 from finally_cli.training import checkpoint as ckpt
 from finally_cli.training import run_folder
-from finally_cli.training.config import TrainConfig, diff
+from finally_cli.training.config import TrainConfig, diff, from_dict
 from finally_cli.training.data import pair_dataset
 from finally_cli.training.losses import (
     CompressedSpectralLoss,
@@ -205,12 +205,7 @@ class Trainer:
         if self.accelerator.is_main_process:
             for stale in ckpt.remove_stale_tmp(self.run_dir):
                 log.info("removed %s, half-written when the run was stopped", stale)
-        modules = {"generator": self.generator}
-        if self.discriminator is not None:
-            modules["discriminator"] = self.discriminator
-        if self.ema is not None:
-            modules["ema"] = self.ema.module
-        loaded = ckpt.load_newest(self.run_dir, modules, self._optimizers())
+        loaded = ckpt.load_newest(self.run_dir, self._modules(), self._optimizers())
         if loaded is None:  # killed before its first checkpoint: the same as a fresh start
             log.warning("%s: no checkpoint yet; starting at step 0", self.run_dir)
             if self.accelerator.is_main_process:
@@ -229,8 +224,8 @@ class Trainer:
             )
         self.step = int(state["step"])
         self.best = float(state.get("best", -math.inf))
-        if self.ema is not None:  # how many steps it has averaged (the first one copies)
-            self.ema.n_averaged.fill_(int(state.get("ema_updates", self.step)))
+        if self.ema is not None:  # it averages once per step (the first one copies)
+            self.ema.n_averaged.fill_(self.step)
         log.info("resumed %s at step %d", folder, self.step)
         if self.accelerator.is_main_process:
             run_folder.truncate_logs(self.run_dir, self.step)
@@ -438,7 +433,6 @@ class Trainer:
                 "step": self.step,
                 "best": self.best,
                 "num_processes": self.accelerator.num_processes,
-                **({"ema_updates": int(self.ema.n_averaged)} if self.ema is not None else {}),
             },
         )
         ckpt.prune(self.run_dir, self.config.keep_checkpoints, self.step)
@@ -512,8 +506,6 @@ class _ListSampler(torch.utils.data.Sampler):
 def _with_defaults(saved: dict) -> dict:
     """A run's saved config with the options added to finally-cli since at their defaults
     (they did not exist, so the run trained as their defaults do)."""
-    from finally_cli.training.config import from_dict
-
     try:
         return from_dict(saved).to_dict()
     except (ConfigError, TypeError):  # an option since removed: compared as saved
