@@ -185,6 +185,46 @@ def test_spectral_asymmetry_makes_removed_speech_cost_more_than_left_noise() -> 
     assert left < 1.1
 
 
+def test_sisdr_loss_is_the_metric_capped_and_weighs_errors_by_the_level(
+    tmp_path: Path, clean_dir: Path
+) -> None:
+    """loss.sisdr: −SI-SDR as `finally eval` measures it, soft-capped at sisdr_max_db, and
+    (being a log ratio) damaging a quiet clean input costs what the same relative damage of a
+    loud one does, where the spectral MSE hardly sees the quiet one."""
+    from finally_cli.errors import ConfigError
+    from finally_cli.evaluation.metrics import si_sdr
+    from finally_cli.training.config import from_dict
+    from finally_cli.training.losses import CompressedSpectralLoss, SiSdrLoss
+
+    with pytest.raises(ConfigError, match="loss.sisdr=-1"):
+        from_dict({"loss": {"sisdr": -1.0}})
+    with pytest.raises(ConfigError, match="loss.sisdr_max_db=0"):
+        from_dict({"loss": {"sisdr_max_db": 0.0}})
+    speech = torch.from_numpy(speechlike(1.0, 16000, seed=3)[:, 0]).float().view(1, 1, -1)
+    noise = torch.randn(1, 1, 16000, generator=torch.Generator().manual_seed(0))
+    noisy = torch.from_numpy(mix_at_snr(speech[0, 0].numpy(), noise[0, 0].numpy(), 10.0))
+    noisy = noisy.float().view(1, 1, -1)
+    loss = SiSdrLoss(max_db=60.0)
+    expected = si_sdr(speech[0, 0].numpy(), noisy[0, 0].numpy())
+    assert float(loss(noisy, speech)) == pytest.approx(-expected, abs=0.05)
+    assert float(loss(0.3 * noisy, speech)) == pytest.approx(-expected, abs=0.05)
+    assert float(SiSdrLoss(max_db=30.0)(speech, speech)) == pytest.approx(-30.0, abs=0.01)
+    damaged = speech.clone()
+    damaged[..., ::2] *= 0.9
+    quiet, loud = 0.01 * speech, speech
+    assert float(loss(0.01 * damaged, quiet)) == pytest.approx(float(loss(damaged, loud)), abs=0.01)
+    spectral = CompressedSpectralLoss()
+    assert spectral(0.01 * damaged, quiet) < spectral(damaged, loud) / 10
+    # The term reaches training and its log.
+    run = tmp_path / "r"
+    train_cli(
+        "--config", "tiny/stage1", "--set", f"data.clean=[{clean_dir}]", "--set", "steps=2",
+        "--set", "log_every=1", "--set", "loss.sisdr=0.01", "--run-dir", str(run),
+    )  # fmt: skip
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(row["sisdr"]) and row["sisdr"] != 0 for row in logged), logged
+
+
 def test_best_metric_is_checked() -> None:
     from finally_cli.errors import ConfigError
     from finally_cli.training.config import from_dict

@@ -81,6 +81,10 @@ class LossConfig:
         spectral_asymmetry: extra weight on the magnitude error where the estimate is quieter
             than the target (speech taken away), so the model keeps weak speech when unsure
             instead of removing it with the noise; 0 = symmetric.
+        sisdr: weight of the negative SI-SDR in dB (`SiSdrLoss`, capped at `sisdr_max_db`),
+            added to the others: a logarithmic error that counts a nearly clean example's
+            small damage as much as a noisy example's residual noise (0: not computed).
+        sisdr_max_db: the SI-SDR beyond which an example stops counting.
     """
 
     lmos: float = 1.0
@@ -88,6 +92,8 @@ class LossConfig:
     spectral_complex: float = 0.3
     spectral_exponent: float = 0.3
     spectral_asymmetry: float = 0.0
+    sisdr: float = 0.0
+    sisdr_max_db: float = 30.0
     lmos_feature: float = 100.0
     lmos_stft: float = 1.0
     features: str = "auto"
@@ -106,6 +112,10 @@ class LossConfig:
             raise ConfigError(
                 f"loss.spectral_asymmetry={self.spectral_asymmetry}: expected 0 (off) to 10"
             )
+        if self.sisdr < 0:
+            raise ConfigError(f"loss.sisdr={self.sisdr}: expected ≥ 0 (0 = off)")
+        if not 0 < self.sisdr_max_db <= 100:
+            raise ConfigError(f"loss.sisdr_max_db={self.sisdr_max_db}: expected (0, 100] dB")
 
 
 def _check_pretrained_features(spec: str) -> None:

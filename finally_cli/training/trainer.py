@@ -21,6 +21,7 @@ from finally_cli.training.data import pair_dataset
 from finally_cli.training.losses import (
     CompressedSpectralLoss,
     PesqLoss,
+    SiSdrLoss,
     discriminator_loss,
     feature_matching_loss,
     generator_loss,
@@ -111,6 +112,7 @@ class Trainer:
             if config.loss.spectral > 0
             else None
         )
+        self.sisdr = SiSdrLoss(config.loss.sisdr_max_db) if config.loss.sisdr > 0 else None
         self.pesq = PesqLoss(config.sample_rate) if config.loss.pesq > 0 else None
         if config.loss.utmos > 0:
             utmos_available()
@@ -308,6 +310,9 @@ class Trainer:
                 if self.spectral is not None:
                     terms["spectral"] = cfg.loss.spectral * self.spectral(fake, batch["clean"])
                     total = total + terms["spectral"]
+                if self.sisdr is not None:
+                    terms["sisdr"] = cfg.loss.sisdr * self.sisdr(fake, batch["clean"])
+                    total = total + terms["sisdr"]
                 if self.discriminator is not None:
                     # The unwrapped D: no DDP hooks while its parameters are frozen.
                     plain = acc.unwrap_model(self.discriminator)
