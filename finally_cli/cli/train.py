@@ -118,7 +118,11 @@ def prepare_val(
 
     if config is None:
         fail("--config is required", 2)
+    from dataclasses import replace
+
     cfg = load_config(config, overrides)
+    # Validation pairs are degraded from clean speech, never a teacher's (`data.pairs`) output.
+    cfg = replace(cfg, data=replace(cfg.data, p_pairs=0.0))
     dataset = pair_dataset(cfg, count, 3, 4096, seed)
     prepare_validation(dataset, output, count)
     typer.echo(f"{output}: {count} validation pairs")

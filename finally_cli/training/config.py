@@ -34,6 +34,10 @@ class DataConfig:
         targets: a `recipes.quieten` copy of the one `clean` folder: inputs are degraded from
             the original files, targets read from their copies, so a recording's own hiss
             becomes noise to remove (None: each clean file is its own target).
+        pairs: a folder of fixed noisy/clean pairs in `prepare-val`'s layout, typically a
+            `recipes.teacher` set whose targets are a peer's output.
+        p_pairs: share of the training items drawn from `pairs` (a random one, a random
+            segment of it) instead of degraded from `clean`.
     """
 
     clean: tuple[str, ...] = ()
@@ -49,8 +53,14 @@ class DataConfig:
     max_floor_db: float = 0.0
     speed_perturb: float = 0.0
     targets: str | None = None
+    pairs: str | None = None
+    p_pairs: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.p_pairs <= 1:
+            raise ConfigError(f"data.p_pairs={self.p_pairs}: expected 0 (off) to 1")
+        if self.p_pairs > 0 and not self.pairs:
+            raise ConfigError(f"data.p_pairs={self.p_pairs}: needs data.pairs (a pairs folder)")
         if not 0 <= self.speed_perturb < 0.5:
             raise ConfigError(f"data.speed_perturb={self.speed_perturb}: expected 0 (off) to 0.5")
         if not -120 <= self.max_floor_db <= 0:

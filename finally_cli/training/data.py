@@ -219,6 +219,8 @@ class PairDataset(torch.utils.data.Dataset):
         targets: per clean clip, the file its target is read from (the same frames; e.g. its
             `recipes.quieten` copy): the input is degraded from the clip, the target is the
             copy. None: the clip is its own target.
+        pairs: fixed (noisy, target) 48 kHz file pairs, e.g. a `recipes.teacher` set.
+        p_pairs: share of the items that are a random segment of a random one of `pairs`.
     """
 
     def __init__(
@@ -232,6 +234,8 @@ class PairDataset(torch.utils.data.Dataset):
         silence_db: float = -50.0,
         speed_perturb: float = 0.0,
         targets: list[Clip] | None = None,
+        pairs: list[tuple[Path, Path]] | None = None,
+        p_pairs: float = 0.0,
     ) -> None:
         if not clean:
             raise ConfigError("data.clean: no readable clean audio files")
@@ -246,6 +250,7 @@ class PairDataset(torch.utils.data.Dataset):
         self.silence_db = silence_db
         self.speed_perturb = speed_perturb
         self.targets = targets
+        self.pairs, self.p_pairs = pairs or [], p_pairs
         seconds = np.array([c.frames / c.sample_rate for c in clean])
         self.weights = seconds / seconds.sum()
 
@@ -285,11 +290,32 @@ class PairDataset(torch.utils.data.Dataset):
         samples48 = self.samples16 * 3
         return np.pad(audio, (0, max(0, samples48 - audio.size)))[:samples48]
 
+    def _fixed_pair(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A random segment of a random one of `pairs` (zero-padded when shorter)."""
+        noisy_path, target_path = self.pairs[rng.integers(len(self.pairs))]
+        noisy, rate = sf.read(str(noisy_path), dtype="float64")
+        target, target_rate = sf.read(str(target_path), dtype="float64")
+        if rate != RATE or target_rate != RATE or noisy.ndim != 1 or target.ndim != 1:
+            raise ConfigError(f"data.pairs: {noisy_path} and its target must be mono {RATE} Hz")
+        samples48 = self.samples16 * 3
+        length = min(noisy.size, target.size)
+        start = int(rng.integers(0, max(1, length - samples48 + 1)))
+
+        def cut(audio: np.ndarray) -> np.ndarray:
+            audio = audio[start : start + samples48]
+            return np.pad(audio, (0, samples48 - audio.size))
+
+        return cut(noisy), cut(target)
+
     def pair(self, index: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(noisy 48 kHz, clean 48 kHz, applied degradations), gained, for item `index`."""
         rng = np.random.default_rng([self.seed, index])
-        clean, target = self.source_and_target(rng)
-        noisy, applied = self.degrader(clean, rng)
+        if self.pairs and rng.random() < self.p_pairs:
+            noisy, target = self._fixed_pair(rng)
+            clean, applied = target, ["pairs"]
+        else:
+            clean, target = self.source_and_target(rng)
+            noisy, applied = self.degrader(clean, rng)
         meter = LevelMeter(RATE)
         meter.update(noisy)
         gain = meter.gain()
@@ -371,6 +397,7 @@ def pair_dataset(
                 f"data.targets: needs exactly one data.clean folder (got {len(data.clean)})"
             )
         targets = target_clips(clean, Path(data.clean[0]), Path(data.targets))
+    pairs = fixed_pairs(Path(data.pairs)) if data.pairs and data.p_pairs > 0 else None
     return PairDataset(
         clean,
         degrader,
@@ -381,4 +408,23 @@ def pair_dataset(
         data.silence_db,
         data.speed_perturb,
         targets,
+        pairs,
+        data.p_pairs,
     )
+
+
+def fixed_pairs(folder: Path) -> list[tuple[Path, Path]]:
+    """(noisy, target) paths of a folder in `prepare-val`'s layout: noisy/ and clean/ files
+    of the same names."""
+    noisy_dir, clean_dir = folder / "noisy", folder / "clean"
+    if not noisy_dir.is_dir() or not clean_dir.is_dir():
+        raise ConfigError(f"data.pairs: {folder} has no noisy/ and clean/ folders")
+    pairs = []
+    for noisy in sorted(noisy_dir.iterdir()):
+        target = clean_dir / noisy.name
+        if not target.exists():
+            raise ConfigError(f"data.pairs: {target} is missing (the target of {noisy})")
+        pairs.append((noisy, target))
+    if not pairs:
+        raise ConfigError(f"data.pairs: {noisy_dir} is empty")
+    return pairs

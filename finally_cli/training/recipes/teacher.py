@@ -1,0 +1,101 @@
+"""Training pairs whose targets are a peer's output instead of the clean speech.
+
+    finally train prepare-val --config finally-small/stage1 ... -o pool --count 3000
+    python -m finally_cli.training.recipes.teacher pool -o pool-dfn3 [--teacher deepfilternet3]
+
+A small model regressed onto clean speech from noisy input at 0–5 dB SNR cannot reach its
+target (the fine structure under the noise is gone) and hedges: it removes too little noise and
+smears what it keeps. A strong peer's output on the same input is a target that a model of its
+kind can reach. This writes such a set: for every pair of POOL (a `prepare-val` folder), the
+teacher's output on its noisy file becomes the target. Training mixes it in with `data.pairs`
+and `data.p_pairs`; the other items keep their clean targets, so what the model learns for
+clean, band-limited or coded input does not come from the teacher.
+
+The teacher runs once over many files joined with silence between them (a peer builds its state
+once per call), and each output is cut back to its file's frames. OUT has POOL's layout
+(noisy/ linked to POOL's files, clean/ the teacher's output as 48 kHz float WAV, manifest.csv)
+and is resumable: files already in OUT/clean are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+GAP_SECONDS = 0.5  # silence between joined files: the peers' states settle within it
+RATE = 48000
+
+
+def teach(
+    pool: Path, out: Path, teacher: str, per_call: int = 64, show: bool = True
+) -> tuple[int, int]:
+    """Write OUT from POOL with `teacher`'s outputs as targets. Returns (written, kept)."""
+    from tqdm import tqdm
+
+    from finally_cli.evaluation.baselines import RUNNERS, check_baseline
+
+    check_baseline(teacher)
+    runner = RUNNERS[teacher]
+    names = sorted(p.name for p in (pool / "noisy").iterdir() if p.suffix == ".wav")
+    if not names:
+        raise SystemExit(f"{pool}/noisy: no .wav files (expected a prepare-val folder)")
+    (out / "noisy").mkdir(parents=True, exist_ok=True)
+    (out / "clean").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(pool / "manifest.csv", out / "manifest.csv")
+    todo = [n for n in names if not (out / "clean" / n).exists()]
+    gap = np.zeros(int(GAP_SECONDS * RATE), np.float32)
+    for start in tqdm(range(0, len(todo), per_call), desc=teacher, disable=not show, unit="call"):
+        batch = todo[start : start + per_call]
+        pieces, spans, offset = [], [], 0
+        for name in batch:
+            audio, rate = sf.read(str(pool / "noisy" / name), dtype="float32")
+            if rate != RATE or audio.ndim != 1:
+                raise SystemExit(f"{pool / 'noisy' / name}: expected mono {RATE} Hz audio")
+            pieces += [audio, gap]
+            spans.append((offset, audio.size))
+            offset += audio.size + gap.size
+        joined = np.concatenate(pieces)
+        output, rate = runner(joined, RATE)
+        if rate != RATE:
+            import soxr
+
+            output = soxr.resample(output, rate, RATE)
+        output = np.pad(output, (0, max(0, joined.size - output.size)))
+        for name, (begin, length) in zip(batch, spans):
+            target = out / "clean" / name
+            partial = target.with_name(target.name + ".part")
+            sf.write(str(partial), output[begin : begin + length], RATE, "FLOAT", format="WAV")
+            os.replace(partial, target)
+    for name in names:
+        link = out / "noisy" / name
+        if not link.exists():
+            link.symlink_to((pool / "noisy" / name).resolve())
+    return len(todo), len(names) - len(todo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("pool", type=Path, help="a folder written by `finally train prepare-val`")
+    parser.add_argument("-o", "--output", type=Path, required=True)
+    parser.add_argument("--teacher", default="deepfilternet3", help="a `finally eval` baseline")
+    parser.add_argument("--per-call", type=int, default=64, help="files joined per teacher call")
+    args = parser.parse_args(argv)
+    if not (args.pool / "manifest.csv").is_file():
+        print(f"{args.pool}: not a prepare-val folder (no manifest.csv)", file=sys.stderr)
+        return 2
+    written, kept = teach(args.pool, args.output, args.teacher, args.per_call)
+    with (args.output / "manifest.csv").open(newline="", encoding="utf-8") as handle:
+        rows = sum(1 for _ in csv.DictReader(handle))
+    print(f"{args.output}: {written} targets written, {kept} kept, {rows} pairs ({args.teacher})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

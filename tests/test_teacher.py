@@ -1,0 +1,118 @@
+"""Teacher targets: `recipes.teacher` writes a peer's outputs as targets; `data.pairs` mixes
+them into training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from finally_cli.cli.app import app
+from finally_cli.errors import ConfigError
+from finally_cli.training.config import from_dict
+from finally_cli.training.data import pair_dataset
+from finally_cli.training.recipes import teacher
+from tests.conftest import speechlike, write
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def clean_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("clean")
+    for i in range(3):
+        write(folder / f"s{i}.wav", speechlike(3.0, 48000, seed=i), 48000)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory, clean_dir: Path) -> Path:
+    out = tmp_path_factory.mktemp("pool") / "pool"
+    result = runner.invoke(
+        app,
+        ["train", "prepare-val", "--config", "tiny/stage1", "--set", f"data.clean=[{clean_dir}]",
+         "--set", "data.segment_seconds=1.0", "-o", str(out), "--count", "5"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_teacher_targets_are_the_peers_output_file_by_file(
+    tmp_path: Path, pool: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files are joined for the teacher and cut back: each target is the peer's output on its
+    own noisy file, none shifted into another; a peer answering at 16 kHz is brought back to
+    48 kHz; a second run keeps what is written."""
+    calls = []
+
+    def half_at_16k(audio: np.ndarray, rate: int) -> tuple[np.ndarray, int]:
+        import soxr
+
+        calls.append(audio.size)
+        return 0.5 * soxr.resample(audio, rate, 16000), 16000
+
+    import soxr
+
+    from finally_cli.evaluation import baselines
+
+    monkeypatch.setitem(baselines.RUNNERS, "input", half_at_16k)
+    out = tmp_path / "taught"
+    assert teacher.teach(pool, out, "input", per_call=2, show=False) == (5, 0)
+    assert len(calls) == 3  # 2 + 2 + 1 files
+    for noisy_path in sorted((pool / "noisy").iterdir()):
+        noisy, _ = sf.read(str(noisy_path))
+        target, rate = sf.read(str(out / "clean" / noisy_path.name))
+        assert rate == 48000 and target.size == noisy.size
+        expected = 0.5 * soxr.resample(soxr.resample(noisy, 48000, 16000), 16000, 48000)
+        inner = slice(300, -300)  # the resampler's edges
+        error = target[inner] - expected[inner]
+        assert np.sqrt(np.mean(error**2)) < 0.01 * np.sqrt(np.mean(expected[inner] ** 2))
+        assert (out / "noisy" / noisy_path.name).resolve() == noisy_path.resolve()
+    assert (out / "manifest.csv").read_text() == (pool / "manifest.csv").read_text()
+    assert teacher.teach(pool, out, "input", show=False) == (0, 5)
+
+
+def test_data_pairs_mix_fixed_pairs_into_the_stream(tmp_path: Path, clean_dir: Path) -> None:
+    """With data.p_pairs = 1 every item is a segment of one of the fixed pairs, input and target
+    from the same frames with the same gain; with 0.5 about half are; a bad folder is one
+    ConfigError."""
+    folder = tmp_path / "pairs"
+    rate, seconds = 48000, 1.5
+    (folder / "noisy").mkdir(parents=True)
+    (folder / "clean").mkdir()
+    for i in range(2):
+        noisy = speechlike(seconds, rate, seed=10 + i)[:, 0]
+        write(folder / "noisy" / f"p{i}.wav", noisy[:, None], rate)
+        write(folder / "clean" / f"p{i}.wav", (0.25 * noisy)[:, None], rate)
+
+    def config(p: float) -> object:
+        return from_dict(
+            {"model": "tiny", "data": {"clean": [str(clean_dir)], "segment_seconds": 0.5,
+             "pairs": str(folder), "p_pairs": p}}
+        )  # fmt: skip
+
+    dataset = pair_dataset(config(1.0), 20, 1, 128)
+    for index in range(6):
+        noisy48, target48, applied = dataset.pair(index)
+        assert applied == ["pairs"]
+        assert np.allclose(target48, 0.25 * noisy48, atol=1e-4)
+        item = dataset[index]
+        assert item["noisy"].shape == item["clean"].shape == (1, 8064)
+    mixed = pair_dataset(config(0.5), 200, 1, 128)
+    share = np.mean([mixed.pair(i)[2] == ["pairs"] for i in range(200)])
+    assert 0.35 < share < 0.65
+    with pytest.raises(ConfigError, match="needs data.pairs"):
+        from_dict({"data": {"p_pairs": 0.5}})
+    with pytest.raises(ConfigError, match="data.p_pairs=2"):
+        from_dict({"data": {"pairs": str(folder), "p_pairs": 2.0}})
+    (folder / "clean" / "p1.wav").unlink()
+    with pytest.raises(ConfigError, match="p1.wav is missing"):
+        pair_dataset(config(1.0), 20, 1, 128)
+
+
+def test_teacher_command_line_refuses_a_folder_that_is_not_a_pool(tmp_path: Path) -> None:
+    assert teacher.main([str(tmp_path), "-o", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()
