@@ -143,6 +143,9 @@ def _recipe_calls(tmp_path: Path, recipe_name: str, env_extra: dict[str, str]) -
     work = tmp_path / "work"
     for folder in ("offline", "val"):  # the recipe skips the data steps when these exist
         (work / folder).mkdir(parents=True)
+    for folder in ("pool", "pool-dfn3"):  # and the teacher pool when its manifests exist
+        (work / folder).mkdir(parents=True)
+        (work / folder / "manifest.csv").write_text("file,condition\n")
     recipe = Path(__file__).parent.parent / "docs" / "recipes" / recipe_name
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", **env_extra}
     subprocess.run(["bash", str(recipe), str(work)], check=True, env=env, timeout=60)
@@ -168,10 +171,11 @@ def test_training_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
     """Every `finally train` line of the shipped recipe loads as a stage config: the broad-mix
     phase (5 000 steps), stage1.yaml's noise-centred mix from it (1 000 steps, 0.4), the same
     mix on the quieter clean files (1 000 steps, 0.5), then that recipe with the deep filter
-    grown to 160 bins (1 000 steps, 0.6); the export is what weights/finally-small holds."""
+    grown to 160 bins (1 000 steps, 0.6), then 500 steps with teacher targets for half the items,
+    blended half-way back (0.7); the export is what weights/finally-small holds."""
     runs, work = _recipe_calls(tmp_path, "finally-small-cpu.sh", {})
-    assert _stages(runs) == [(1, "s1"), (1, "s2"), (1, "s3"), (1, "s4")]
-    first, second, third, fourth = (argv for argv in runs if "--run-dir" in argv)
+    assert _stages(runs) == [(1, "s1"), (1, "s2"), (1, "s3"), (1, "s4"), (1, "s5")]
+    first, second, third, fourth, fifth = (argv for argv in runs if "--run-dir" in argv)
     assert "steps=5000" in first and "degradation.p_mic=0.3" in first
     assert f"init_from={work / 's1'}" in second and "steps=1000" in second
     assert f"init_from={work / 's2'}" in third and "data.max_floor_db=-32" in third
@@ -183,15 +187,18 @@ def test_training_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
     sets = [s for s in sets if not s.startswith("init_from=")]  # s3 does not exist here
     grown, _ = generator_config(load_config("finally-small/stage1", sets))
     assert grown.spectral_restorer.df_bins == 160  # what weights/finally-small holds
-    exports = [argv[argv.index("-o") + 1] for argv in runs if argv[:2] == ["train", "export"]]
-    assert exports[-1] == str(work / "finally-small")
+    assert f"init_from={work / 's4-model'}" in fifth and "data.p_pairs=0.5" in fifth
+    assert f"data.pairs={work / 'pool-dfn3'}" in fifth and "steps=500" in fifth
+    exports = [argv for argv in runs if argv[:2] == ["train", "export"]]
+    assert exports[-1][exports[-1].index("-o") + 1] == str(work / "finally-small")
+    assert exports[-1][exports[-1].index("--blend-from") + 1] == str(work / "s4-model")
 
 
 def test_training_recipe_continues_from_given_weights(tmp_path: Path) -> None:
     """INIT=weights/finally-small (a new machine without the run folder): no earlier phase, the
     last phase starts from the shipped weights."""
     runs, _ = _recipe_calls(tmp_path, "finally-small-cpu.sh", {"INIT": "weights/finally-small"})
-    assert _stages(runs) == [(1, "s4")]
+    assert _stages(runs) == [(1, "s4"), (1, "s5")]
     train = next(argv for argv in runs if "--run-dir" in argv)
     assert "init_from=weights/finally-small" in train
 

@@ -560,6 +560,38 @@ def test_weight_averaging_is_what_export_and_resume_use(tmp_path: Path, clean_di
     assert torch.allclose(resumed[name], average[name], atol=1e-6)
 
 
+def test_export_blends_the_run_with_the_model_it_started_from(
+    tmp_path: Path, clean_dir: Path, small_dir: Path
+) -> None:
+    """`export --blend-from BASE --blend b` writes BASE + b · (run − BASE); a base of another
+    architecture is refused in one line and nothing is written."""
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    sets = [f"data.clean=[{clean_dir}]", "steps=3", "checkpoint_every=1", "keep_checkpoints=5",
+            "optim.lr=1e-2"]  # fmt: skip
+    train_cli(
+        "--config", "tiny/stage1", *sum((["--set", s] for s in sets), []), "--run-dir", str(run)
+    )
+    train_cli("export", str(run), "--step", "1", "-o", str(tmp_path / "base"))
+    train_cli("export", str(run), "--step", "3", "-o", str(tmp_path / "end"))
+    args = ["export", str(run), "--step", "3", "--blend-from", str(tmp_path / "base")]
+    train_cli(*args, "--blend", "0.5", "-o", str(tmp_path / "half"))
+    base, end, half = (
+        load_file(str(tmp_path / name / "model.safetensors")) for name in ("base", "end", "half")
+    )
+    moved = [k for k in base if base[k].is_floating_point() and not torch.equal(base[k], end[k])]
+    assert moved
+    for k in moved:
+        assert torch.allclose(half[k], 0.5 * (base[k] + end[k]), atol=1e-6)
+    assert "0.5 of the way from `base`" in (tmp_path / "half" / "README.md").read_text()
+    bad = ["train", "export", str(run), "--step", "3", "--blend-from", str(small_dir)]
+    result = runner.invoke(app, [*bad, "-o", str(tmp_path / "bad")])
+    assert result.exit_code != 0
+    assert "another architecture" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "bad").exists()
+
+
 def test_a_run_resumes_after_an_upgrade_added_an_option(tmp_path: Path, clean_dir: Path) -> None:
     """A run saved before an option existed resumes: the option was at its default."""
     run = tmp_path / "r"

@@ -38,8 +38,9 @@ DATA=(--set "data.clean=[$WORK/offline/clean/train]" --set "data.noise=[$WORK/of
 #    c. from there, 1 000 steps of the same mix with the clean files whose noise floor is above
 #       -32 dB left out (data.max_floor_db), a complex share of 0.1 in the spectral loss and
 #       AdamW 5e-4 falling by 0.9 every 500 steps (these were 0.5);
-#    d. from there, the deep filter grown from 3 to 5 kHz, 1 000 steps of c (these are 0.6).
-#    INIT=weights/finally-small skips a-c and continues from the shipped weights with d.
+#    d. from there, the deep filter grown from 3 to 5 kHz, 1 000 steps of c (these were 0.6);
+#    e. teacher targets for half the items, 500 steps, blended half-way back (these are 0.7).
+#    INIT=weights/finally-small skips a-c and continues from the shipped weights with d and e.
 INIT_ARGS=()
 if [ -n "${INIT:-}" ]; then INIT_ARGS=(--set "init_from=$INIT"); fi
 COMMON=(--set checkpoint_every=200 --set validate_every=500 --set validation_files=32
@@ -78,4 +79,23 @@ if [ -d "$WORK/s4/checkpoints" ]; then RESUME=(--resume); fi
 OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" "${INIT_ARGS[@]}" \
     "${COMMON[@]}" "${PHASE_C[@]}" --set "overlays=[$WORK/df160.yaml]" --set steps=1000 \
     --run-dir "$WORK/s4" "${RESUME[@]}"
-finally train export "$WORK/s4" -o "$WORK/finally-small"
+finally train export "$WORK/s4" -o "$WORK/s4-model"
+# e. Teacher targets for half the items (these are 0.7): a pool of 3 000 noise-only pairs from
+#    the training voices, DeepFilterNet3's output on each as its target (recipes.teacher; needs
+#    the `peers` extra), 500 steps of d's recipe from d with data.p_pairs=0.5, then the
+#    weights taken half-way back towards d's (export --blend-from; docs/training.md item 15).
+[ -f "$WORK/pool/manifest.csv" ] || finally train prepare-val --config finally-small/stage1 \
+    "${DATA[@]}" --set data.max_floor_db=-32 --set degradation.p_clean=0 \
+    --set degradation.p_noise=1 --set degradation.p_room=0 --set degradation.p_mic=0 \
+    --set degradation.p_codec=0 --set degradation.p_bandlimit=0 --set degradation.p_clip=0 \
+    -o "$WORK/pool" --count 3000 --seed 77
+[ -f "$WORK/pool-dfn3/manifest.csv" ] || python -m finally_cli.training.recipes.teacher \
+    "$WORK/pool" -o "$WORK/pool-dfn3" --teacher deepfilternet3
+RESUME=()
+if [ -d "$WORK/s5/checkpoints" ]; then RESUME=(--resume); fi
+OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" \
+    --set "init_from=$WORK/s4-model" "${COMMON[@]}" "${PHASE_C[@]}" \
+    --set "data.pairs=$WORK/pool-dfn3" --set data.p_pairs=0.5 --set steps=500 \
+    --run-dir "$WORK/s5" "${RESUME[@]}"
+finally train export "$WORK/s5" --step 500 --blend-from "$WORK/s4-model" --blend 0.5 \
+    -o "$WORK/finally-small"

@@ -143,6 +143,18 @@ def export(
         int | None,
         typer.Option("--step", help="Export the kept checkpoint of this step.", min=1),
     ] = None,
+    blend_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--blend-from",
+            help="A model folder of the same architecture (e.g. the one the run started from): "
+            "write base + BLEND · (run − base).",
+        ),
+    ] = None,
+    blend: Annotated[
+        float,
+        typer.Option(help="How far from --blend-from towards the run (0 … 1).", min=0.0, max=1.0),
+    ] = 1.0,
 ) -> None:
     """Turn a run's newest (best, or chosen) generator into a model folder for `--model`."""
     import shutil
@@ -151,12 +163,14 @@ def export(
 
     if best and step is not None:
         fail("--best and --step: choose one", 2)
+    if best and blend_from is not None:
+        fail("--best and --blend-from: export a --step to blend", 2)
     if best:
         if not (run_dir / "best" / "model.safetensors").is_file():
             fail(f"{run_dir}: no best/ model yet (validation has not run)", 1)
         shutil.copytree(run_dir / "best", output, dirs_exist_ok=True)
     else:
-        export_model(run_dir, output, checkpoint_step=step)
+        export_model(run_dir, output, checkpoint_step=step, blend_from=blend_from, blend=blend)
     typer.echo(str(output))
 
 

@@ -18,9 +18,17 @@ def export_model(
     step: int | None = None,  # noqa: ANN001
     extra: dict | None = None,
     checkpoint_step: int | None = None,
+    blend_from: Path | None = None,
+    blend: float = 1.0,
 ) -> Path:
     """Write config.json + model.safetensors + README.md for the newest checkpoint, the
-    checkpoint of `checkpoint_step`, or the given in-memory generator."""
+    checkpoint of `checkpoint_step`, or the given in-memory generator.
+
+    With `blend_from` (a model folder of the same architecture, typically the one the run
+    started from) the weights written are base + blend · (run − base): interpolating a
+    fine-tuned model back towards its start in weight space (WiSE-FT, Wortsman et al., 2022)
+    keeps part of what the fine-tune gained and gives back part of what it traded away.
+    """
     run_dir = Path(run_dir)
     if generator is None:
         found = checkpoints(run_dir)
@@ -41,6 +49,10 @@ def export_model(
         generator = create_model(config)
         generator.load_state_dict(weights, strict=True)
         step = json.loads((chosen / "state.json").read_text())["step"]
+    blended = ""
+    if blend_from is not None:
+        _blend(generator, Path(blend_from), blend)
+        blended = f"Weights: {blend:g} of the way from `{Path(blend_from).name}` to this run's.\n\n"
     train_config = json.loads((run_dir / "config.json").read_text())
     lines = _metrics_tail(run_dir)
     card = (
@@ -49,13 +61,37 @@ def export_model(
         f"Trained with `finally train`, stage {train_config['stage']}, {step} steps "
         f"(batch {train_config['batch_size']} × accumulation {train_config['grad_accum']}), "
         f"{generator.config.output_sample_rate} Hz output.\n\n"
-        f"Clean data: {', '.join(train_config['data']['clean']) or '-'}; noise: "
+        + blended
+        + f"Clean data: {', '.join(train_config['data']['clean']) or '-'}; noise: "
         f"{', '.join(train_config['data']['noise']) or 'synthetic'}.\n\n"
         + (f"Validation: {json.dumps(extra['validation'])}\n\n" if extra else "")
         + ("Last logged losses:\n\n```\n" + "\n".join(lines) + "\n```\n" if lines else "")
     )
     save_model(generator, out_dir, card=card)
     return out_dir
+
+
+def _blend(generator, base_dir: Path, blend: float) -> None:  # noqa: ANN001
+    """generator ← base + blend · (generator − base), in place."""
+    import torch
+
+    from finally_cli.models.hub import read_config
+    from finally_cli.training.checkpoint import read_tensors
+
+    if not (base_dir / "model.safetensors").is_file():
+        raise CheckpointError(f"--blend-from {base_dir}: not a model folder (no model.safetensors)")
+    if read_config(base_dir).to_dict() != generator.config.to_dict():
+        raise CheckpointError(f"--blend-from {base_dir}: another architecture than the run's model")
+    base = read_tensors(base_dir, "model")
+    state = generator.state_dict()
+    if set(base) != set(state) or any(base[k].shape != state[k].shape for k in state):
+        raise CheckpointError(f"--blend-from {base_dir}: its weights do not match the run's model")
+    with torch.no_grad():
+        mixed = {
+            k: base[k] + blend * (v - base[k]) if v.is_floating_point() else v
+            for k, v in state.items()
+        }
+    generator.load_state_dict(mixed, strict=True)
 
 
 def _metrics_tail(run_dir: Path, count: int = 3) -> list[str]:

@@ -13,8 +13,9 @@ clean, band-limited or coded input does not come from the teacher.
 
 The teacher runs once over many files joined with silence between them (a peer builds its state
 once per call), and each output is cut back to its file's frames. OUT has POOL's layout
-(noisy/ linked to POOL's files, clean/ the teacher's output as 48 kHz float WAV, manifest.csv)
-and is resumable: files already in OUT/clean are kept.
+(noisy/ linked to POOL's files, clean/ the teacher's output as 48 kHz float WAV, manifest.csv
+written last, so its presence means the set is complete) and is resumable: files already in
+OUT/clean are kept.
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ def teach(
         raise SystemExit(f"{pool}/noisy: no .wav files (expected a prepare-val folder)")
     (out / "noisy").mkdir(parents=True, exist_ok=True)
     (out / "clean").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(pool / "manifest.csv", out / "manifest.csv")
     todo = [n for n in names if not (out / "clean" / n).exists()]
     gap = np.zeros(int(GAP_SECONDS * RATE), np.float32)
     for start in tqdm(range(0, len(todo), per_call), desc=teacher, disable=not show, unit="call"):
@@ -77,6 +77,7 @@ def teach(
         link = out / "noisy" / name
         if not link.exists():
             link.symlink_to((pool / "noisy" / name).resolve())
+    shutil.copyfile(pool / "manifest.csv", out / "manifest.csv")  # last: the set is complete
     return len(todo), len(names) - len(todo)
 
 
