@@ -21,8 +21,6 @@ OUT/clean are kept.
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -30,8 +28,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from finally_cli.audio.files import atomic_path
+
 GAP_SECONDS = 0.5  # silence between joined files: the peers' states settle within it
-RATE = 48000
+RATE = 48000  # prepare-val's rate (degradations.RATE, whose module imports torch)
 
 
 def teach(
@@ -69,10 +69,8 @@ def teach(
             output = soxr.resample(output, rate, RATE)
         output = np.pad(output, (0, max(0, joined.size - output.size)))
         for name, (begin, length) in zip(batch, spans):
-            target = out / "clean" / name
-            partial = target.with_name(target.name + ".part")
-            sf.write(str(partial), output[begin : begin + length], RATE, "FLOAT", format="WAV")
-            os.replace(partial, target)
+            with atomic_path(out / "clean" / name) as tmp:
+                sf.write(str(tmp), output[begin : begin + length], RATE, "FLOAT", format="WAV")
     for name in names:
         link = out / "noisy" / name
         if not link.exists():
@@ -92,9 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.pool}: not a prepare-val folder (no manifest.csv)", file=sys.stderr)
         return 2
     written, kept = teach(args.pool, args.output, args.teacher, args.per_call)
-    with (args.output / "manifest.csv").open(newline="", encoding="utf-8") as handle:
-        rows = sum(1 for _ in csv.DictReader(handle))
-    print(f"{args.output}: {written} targets written, {kept} kept, {rows} pairs ({args.teacher})")
+    print(f"{args.output}: {written} targets written, {kept} kept ({args.teacher})")
     return 0
 
 
