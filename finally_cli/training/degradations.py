@@ -14,6 +14,7 @@ from finally_cli.audio.mixing import mix_at_snr
 from finally_cli.errors import ConfigError
 
 RATE = 48000
+EQ_PAD = RATE // 10  # zeros (0.1 s) on each side while the microphone colouration is applied
 
 
 # libsndfile container, subtype and the lowest compression level drawn (1 = smallest file).
@@ -110,8 +111,16 @@ def unit_energy(ir: np.ndarray) -> np.ndarray:
 
 
 def random_eq(rng: np.random.Generator, audio: np.ndarray) -> np.ndarray:
-    """A cheap-microphone colouration: 3 random peaking biquads plus a gentle high-pass."""
-    out = audio
+    """A cheap-microphone colouration: 3 random peaking biquads plus a gentle high-pass.
+
+    Only the chain's magnitude response is applied (zero phase): a restorer can learn to undo
+    a colouration, but a random phase turn of the low band (the high-pass turns 90° at its
+    cutoff) cannot be inferred from the input, and pairs that ask for it taught the model to
+    scramble the phase below ≈ 600 Hz of clean speech too (docs/training.md, item 16).
+    """
+    size = audio.size + 2 * EQ_PAD
+    freqs = np.fft.rfftfreq(size, 1 / RATE)
+    response = np.ones(freqs.size)
     for _ in range(3):
         f0 = rng.uniform(100, 8000)
         gain = rng.uniform(-12, 12)
@@ -121,9 +130,12 @@ def random_eq(rng: np.random.Generator, audio: np.ndarray) -> np.ndarray:
         alpha = np.sin(w0) / (2 * q)
         b = [1 + alpha * a, -2 * np.cos(w0), 1 - alpha * a]
         den = [1 + alpha / a, -2 * np.cos(w0), 1 - alpha / a]
-        out = signal.lfilter(b, den, out)
+        response *= np.abs(signal.freqz(b, den, worN=freqs, fs=RATE)[1])
     sos = signal.butter(2, rng.uniform(60, 300), "highpass", fs=RATE, output="sos")
-    return signal.sosfilt(sos, out)
+    response *= np.abs(signal.sosfreqz(sos, worN=freqs, fs=RATE)[1])
+    # Zero-padded on both sides, so the (two-sided) filter does not wrap the ends round.
+    spectrum = np.fft.rfft(np.pad(audio, EQ_PAD)) * response
+    return np.fft.irfft(spectrum, size)[EQ_PAD : EQ_PAD + audio.size]
 
 
 def apply_ir(audio: np.ndarray, ir: np.ndarray) -> np.ndarray:
