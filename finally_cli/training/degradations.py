@@ -118,9 +118,7 @@ def random_eq(rng: np.random.Generator, audio: np.ndarray) -> np.ndarray:
     cutoff) cannot be inferred from the input, and pairs that ask for it taught the model to
     scramble the phase below ≈ 600 Hz of clean speech too (docs/training.md, item 16).
     """
-    size = audio.size + 2 * EQ_PAD
-    freqs = np.fft.rfftfreq(size, 1 / RATE)
-    response = np.ones(freqs.size)
+    sections = []
     for _ in range(3):
         f0 = rng.uniform(100, 8000)
         gain = rng.uniform(-12, 12)
@@ -130,9 +128,11 @@ def random_eq(rng: np.random.Generator, audio: np.ndarray) -> np.ndarray:
         alpha = np.sin(w0) / (2 * q)
         b = [1 + alpha * a, -2 * np.cos(w0), 1 - alpha * a]
         den = [1 + alpha / a, -2 * np.cos(w0), 1 - alpha / a]
-        response *= np.abs(signal.freqz(b, den, worN=freqs, fs=RATE)[1])
-    sos = signal.butter(2, rng.uniform(60, 300), "highpass", fs=RATE, output="sos")
-    response *= np.abs(signal.sosfreqz(sos, worN=freqs, fs=RATE)[1])
+        sections.append(np.concatenate([b, den]) / den[0])
+    sections.extend(signal.butter(2, rng.uniform(60, 300), "highpass", fs=RATE, output="sos"))
+    size = audio.size + 2 * EQ_PAD
+    freqs = np.fft.rfftfreq(size, 1 / RATE)
+    response = np.abs(signal.sosfreqz(np.array(sections), worN=freqs, fs=RATE)[1])
     # Zero-padded on both sides, so the (two-sided) filter does not wrap the ends round.
     spectrum = np.fft.rfft(np.pad(audio, EQ_PAD)) * response
     return np.fft.irfft(spectrum, size)[EQ_PAD : EQ_PAD + audio.size]
