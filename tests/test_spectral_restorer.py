@@ -86,6 +86,27 @@ def test_a_band_gain_of_one_half_halves_the_output() -> None:
     assert torch.allclose(halved, 0.5 * waveform, atol=1e-5)
 
 
+def test_the_low_cut_removes_rumble_and_keeps_the_voice() -> None:
+    """With `highpass_hz` an identity restorer still passes the voice's band untouched but
+    takes a 40 Hz hum down by more than 10 dB."""
+    block = SpectralRestorer(highpass_hz=100.0)
+    block.identity_init_()
+    t = torch.arange(32000) / 16000
+    voice = sum(torch.sin(2 * torch.pi * f * t) for f in (400.0, 1000.0, 3000.0)) / 3
+    hum = torch.sin(2 * torch.pi * 40 * t)
+    middle = slice(2000, -2000)
+
+    def level_db(x: torch.Tensor) -> float:
+        return 10 * torch.log10(x[middle].square().mean()).item()
+
+    with torch.no_grad():
+        kept = block(voice.view(1, 1, -1))[0, 0]
+        cut = block(hum.view(1, 1, -1))[0, 0]
+    assert abs(level_db(kept) - level_db(voice)) < 0.1
+    assert level_db(cut) < level_db(hum) - 10
+    assert SpectralRestorer().highpass_hz == 0  # off unless a config asks for it
+
+
 def test_config_validation_names_the_field() -> None:
     with pytest.raises(ConfigError, match="magnitude_bins"):
         SpectralRestorerConfig(enabled=True, magnitude_bins=300)
@@ -97,6 +118,8 @@ def test_config_validation_names_the_field() -> None:
         SpectralRestorerConfig(df_order=3, df_lookahead=3)
     with pytest.raises(ConfigError, match="max_gain"):
         SpectralRestorerConfig(max_gain=1.0)
+    with pytest.raises(ConfigError, match="highpass_hz=-80"):
+        SpectralRestorerConfig(highpass_hz=-80.0)
     with pytest.raises(ConfigError, match="unknown keys"):
         GeneratorConfig.from_dict({"spectral_restorer": {"hiden": 3}})
 

@@ -334,6 +334,7 @@ class SpectralRestorerConfig:
     magnitude_bins: int = 0
     residual_gru_layers: int = 0
     floor_frames: int = 0
+    highpass_hz: float = 0.0
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -374,6 +375,10 @@ class SpectralRestorerConfig:
         if not 0 <= self.floor_frames <= 4096:
             raise ConfigError(
                 f"spectral_restorer.floor_frames={self.floor_frames}: expected 0 (off) to 4096"
+            )
+        if not 0 <= self.highpass_hz <= 1000:
+            raise ConfigError(
+                f"spectral_restorer.highpass_hz={self.highpass_hz}: expected 0 (off) to 1000"
             )
 
 

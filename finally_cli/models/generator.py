@@ -103,6 +103,7 @@ class FinallyGenerator(nn.Module):
             sr.magnitude_bins,
             sr.residual_gru_layers,
             sr.floor_frames,
+            sr.highpass_hz,
         )
         uw = config.upsample_wave_unet
         if uw.enabled:
