@@ -226,6 +226,45 @@ def test_speed_perturbation_changes_pitch_and_is_seeded(tmp_path: Path) -> None:
     assert peak_hz(3, fast) == peak_hz(3, fast)
 
 
+def test_clean_highpass_takes_rumble_out_of_the_targets_and_keeps_the_voice(
+    tmp_path: Path,
+) -> None:
+    """data.clean_highpass_hz: a clean recording's DC offset and 20 Hz rumble leave the target
+    (and the input degraded from it), its 200 Hz voice stays at its level."""
+    import numpy as np
+    import soundfile as sf
+
+    from finally_cli.training.config import DataConfig
+    from finally_cli.training.data import PairDataset, index_folders
+    from finally_cli.training.degradations import DegradationConfig, Degrader
+
+    t = np.arange(48000 * 3) / 48000
+    voice = 0.2 * np.sin(2 * np.pi * 200 * t)
+    sf.write(str(tmp_path / "v.wav"), voice + 0.1 + 0.2 * np.sin(2 * np.pi * 20 * t), 48000)
+    clips = index_folders([str(tmp_path)], "clean")
+    clean = Degrader(DegradationConfig(p_clean=1.0))
+    plain = PairDataset(clips, clean, 16000, 3, 4, seed=0)
+    cut = PairDataset(clips, clean, 16000, 3, 4, seed=0, clean_highpass_hz=50.0)
+
+    def below_and_voice(dataset: PairDataset) -> tuple[float, float, float]:
+        noisy, target, _ = dataset.pair(1)  # level-normalised: for the input/target match
+        _, source = dataset.source_and_target(np.random.default_rng([0, 1]))
+        spectrum = np.abs(np.fft.rfft(source))
+        freqs = np.fft.rfftfreq(source.size, 1 / 48000)
+        low = 20 * np.log10(spectrum[freqs < 40].max() / spectrum.max())
+        at_voice = spectrum[np.argmin(np.abs(freqs - 200))]
+        return low, at_voice, float(np.corrcoef(noisy, target)[0, 1])
+
+    low_plain, voice_plain, _ = below_and_voice(plain)
+    low_cut, voice_cut, agreement = below_and_voice(cut)
+    assert low_plain > -6  # offset and rumble are as strong as the voice
+    assert low_cut < low_plain - 20
+    assert voice_cut == pytest.approx(voice_plain, rel=0.05)
+    assert agreement > 0.99  # the clean input is filtered the same way
+    with pytest.raises(ConfigError, match="clean_highpass_hz"):
+        DataConfig(clean_highpass_hz=-1.0)
+
+
 def test_second_noise_adds_another_scene_at_the_same_snr() -> None:
     import numpy as np
 

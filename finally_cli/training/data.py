@@ -13,6 +13,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 import torch
+from scipy import signal
 
 from finally_cli.audio.files import find_audio
 from finally_cli.audio.level import LevelMeter
@@ -221,6 +222,8 @@ class PairDataset(torch.utils.data.Dataset):
             copy. None: the clip is its own target.
         pairs: fixed (noisy, target) 48 kHz file pairs, e.g. a `recipes.teacher` set.
         p_pairs: share of the items that are a random segment of a random one of `pairs`.
+        clean_highpass_hz: high-pass corner applied to every clean segment and its target
+            (zero phase; 0 = off).
     """
 
     def __init__(
@@ -236,6 +239,7 @@ class PairDataset(torch.utils.data.Dataset):
         targets: list[Clip] | None = None,
         pairs: list[tuple[Path, Path]] | None = None,
         p_pairs: float = 0.0,
+        clean_highpass_hz: float = 0.0,
     ) -> None:
         if not clean:
             raise ConfigError("data.clean: no readable clean audio files")
@@ -251,6 +255,9 @@ class PairDataset(torch.utils.data.Dataset):
         self.speed_perturb = speed_perturb
         self.targets = targets
         self.pairs, self.p_pairs = pairs or [], p_pairs
+        self.highpass = None
+        if clean_highpass_hz > 0:
+            self.highpass = signal.butter(2, clean_highpass_hz, "highpass", fs=RATE, output="sos")
         seconds = np.array([c.frames / c.sample_rate for c in clean])
         self.weights = seconds / seconds.sum()
 
@@ -287,6 +294,8 @@ class PairDataset(torch.utils.data.Dataset):
 
     def _read48(self, clip: Clip, start: int, frames: int, rate: float) -> np.ndarray:
         audio = soxr.resample(read_mono(clip, start, frames), rate, RATE)
+        if self.highpass is not None and audio.size > 64:
+            audio = signal.sosfiltfilt(self.highpass, audio)
         samples48 = self.samples16 * 3
         return np.pad(audio, (0, max(0, samples48 - audio.size)))[:samples48]
 
@@ -410,6 +419,7 @@ def pair_dataset(
         targets,
         pairs,
         data.p_pairs,
+        data.clean_highpass_hz,
     )
 
 
