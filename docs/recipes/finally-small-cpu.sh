@@ -42,7 +42,9 @@ DATA=(--set "data.clean=[$WORK/offline/clean/train]" --set "data.noise=[$WORK/of
 #    e. teacher targets for half the items, 500 steps, blended half-way back (these are 0.7).
 #    INIT=weights/finally-small skips a-c and continues from the shipped weights with d and e.
 #    Since session 14 the microphone EQ of the mix has zero phase (docs/training.md item 16),
-#    so a rebuild from a differs from the shipped weights, which learnt the old EQ.
+#    and since session 15 stage1.yaml high-passes the clean speech at 50 Hz before use
+#    (data.clean_highpass_hz, item 17), so a rebuild from a differs from the shipped weights,
+#    which learnt the old EQ and the clean files' rumble.
 INIT_ARGS=()
 if [ -n "${INIT:-}" ]; then INIT_ARGS=(--set "init_from=$INIT"); fi
 COMMON=(--set checkpoint_every=200 --set validate_every=500 --set validation_files=32
