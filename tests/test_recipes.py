@@ -172,10 +172,11 @@ def test_training_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
     phase (5 000 steps), stage1.yaml's noise-centred mix from it (1 000 steps, 0.4), the same
     mix on the quieter clean files (1 000 steps, 0.5), then that recipe with the deep filter
     grown to 160 bins (1 000 steps, 0.6), then 500 steps with teacher targets for half the items,
-    blended half-way back (0.7); the export is what weights/finally-small holds."""
+    blended half-way back (0.7), then 500 more with rumble-free clean targets and teacher targets
+    for a quarter, blended half-way back (0.8); the export is what weights/finally-small holds."""
     runs, work = _recipe_calls(tmp_path, "finally-small-cpu.sh", {})
-    assert _stages(runs) == [(1, "s1"), (1, "s2"), (1, "s3"), (1, "s4"), (1, "s5")]
-    first, second, third, fourth, fifth = (argv for argv in runs if "--run-dir" in argv)
+    assert _stages(runs) == [(1, "s1"), (1, "s2"), (1, "s3"), (1, "s4"), (1, "s5"), (1, "s6")]
+    first, second, third, fourth, fifth, sixth = (argv for argv in runs if "--run-dir" in argv)
     assert "steps=5000" in first and "degradation.p_mic=0.3" in first
     assert f"init_from={work / 's1'}" in second and "steps=1000" in second
     assert f"init_from={work / 's2'}" in third and "data.max_floor_db=-32" in third
@@ -189,16 +190,22 @@ def test_training_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
     assert grown.spectral_restorer.df_bins == 160  # what weights/finally-small holds
     assert f"init_from={work / 's4-model'}" in fifth and "data.p_pairs=0.5" in fifth
     assert f"data.pairs={work / 'pool-dfn3'}" in fifth and "steps=500" in fifth
+    assert f"init_from={work / 's5-model'}" in sixth and "data.p_pairs=0.25" in sixth
+    sets = [sixth[i + 1] for i, arg in enumerate(sixth) if arg == "--set"]
+    sets = [s for s in sets if not s.startswith("init_from=")]
+    assert load_config("finally-small/stage1", sets).data.clean_highpass_hz == 50
     exports = [argv for argv in runs if argv[:2] == ["train", "export"]]
+    assert exports[-2][exports[-2].index("-o") + 1] == str(work / "s5-model")
+    assert exports[-2][exports[-2].index("--blend-from") + 1] == str(work / "s4-model")
     assert exports[-1][exports[-1].index("-o") + 1] == str(work / "finally-small")
-    assert exports[-1][exports[-1].index("--blend-from") + 1] == str(work / "s4-model")
+    assert exports[-1][exports[-1].index("--blend-from") + 1] == str(work / "s5-model")
 
 
 def test_training_recipe_continues_from_given_weights(tmp_path: Path) -> None:
     """INIT=weights/finally-small (a new machine without the run folder): no earlier phase, the
     last phase starts from the shipped weights."""
     runs, _ = _recipe_calls(tmp_path, "finally-small-cpu.sh", {"INIT": "weights/finally-small"})
-    assert _stages(runs) == [(1, "s4"), (1, "s5")]
+    assert _stages(runs) == [(1, "s4"), (1, "s5"), (1, "s6")]
     train = next(argv for argv in runs if "--run-dir" in argv)
     assert "init_from=weights/finally-small" in train
 

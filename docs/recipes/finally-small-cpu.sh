@@ -39,8 +39,10 @@ DATA=(--set "data.clean=[$WORK/offline/clean/train]" --set "data.noise=[$WORK/of
 #       -32 dB left out (data.max_floor_db), a complex share of 0.1 in the spectral loss and
 #       AdamW 5e-4 falling by 0.9 every 500 steps (these were 0.5);
 #    d. from there, the deep filter grown from 3 to 5 kHz, 1 000 steps of c (these were 0.6);
-#    e. teacher targets for half the items, 500 steps, blended half-way back (these are 0.7).
-#    INIT=weights/finally-small skips a-c and continues from the shipped weights with d and e.
+#    e. teacher targets for half the items, 500 steps, blended half-way back (these were 0.7);
+#    f. clean targets high-passed at 50 Hz, teacher targets for a quarter of the items, 500
+#       steps, blended half-way back (these are 0.8).
+#    INIT=weights/finally-small skips a-c and continues from the shipped weights with d-f.
 #    Since session 14 the microphone EQ of the mix has zero phase (docs/training.md item 16),
 #    and since session 15 stage1.yaml high-passes the clean speech at 50 Hz before use
 #    (data.clean_highpass_hz, item 17), so a rebuild from a differs from the shipped weights,
@@ -102,4 +104,15 @@ OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" \
     --set "data.pairs=$WORK/pool-dfn3" --set data.p_pairs=0.5 --set steps=500 \
     --run-dir "$WORK/s5" "${RESUME[@]}"
 finally train export "$WORK/s5" --step 500 --blend-from "$WORK/s4-model" --blend 0.5 \
+    -o "$WORK/s5-model"
+# f. Rumble-free clean targets (stage1.yaml's data.clean_highpass_hz, since session 15) and the
+#    zero-phase microphone EQ, teacher targets for a quarter of the items, 500 steps of d's
+#    recipe from e, then half-way back towards e (these are 0.8; docs/training.md item 17).
+RESUME=()
+if [ -d "$WORK/s6/checkpoints" ]; then RESUME=(--resume); fi
+OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" \
+    --set "init_from=$WORK/s5-model" "${COMMON[@]}" "${PHASE_C[@]}" \
+    --set "data.pairs=$WORK/pool-dfn3" --set data.p_pairs=0.25 --set steps=500 \
+    --run-dir "$WORK/s6" "${RESUME[@]}"
+finally train export "$WORK/s6" --step 500 --blend-from "$WORK/s5-model" --blend 0.5 \
     -o "$WORK/finally-small"
