@@ -104,6 +104,22 @@ def test_data_pairs_mix_fixed_pairs_into_the_stream(tmp_path: Path, clean_dir: P
     mixed = pair_dataset(config(0.5), 200, 1, 128)
     share = np.mean([mixed.pair(i)[2] == ["pairs"] for i in range(200)])
     assert 0.35 < share < 0.65
+    # data.clean_highpass_hz reaches the teacher's targets too, not the inputs
+    t = np.arange(int(rate * seconds)) / rate
+    rumble = 0.3 * np.sin(2 * np.pi * 15 * t)
+    for i in range(2):
+        write(folder / "clean" / f"p{i}.wav", (0.2 * np.sin(2 * np.pi * 300 * t) + rumble)[:, None], rate)
+        write(folder / "noisy" / f"p{i}.wav", rumble[:, None], rate)
+    config_cut = from_dict(
+        {"model": "tiny", "data": {"clean": [str(clean_dir)], "segment_seconds": 0.5,
+         "pairs": str(folder), "p_pairs": 1.0, "clean_highpass_hz": 50.0}}
+    )  # fmt: skip
+    noisy48, target48, _ = pair_dataset(config_cut, 20, 1, 128).pair(0)
+    spectrum = np.abs(np.fft.rfft(target48))
+    freqs = np.fft.rfftfreq(target48.size, 1 / rate)
+    low, voice = spectrum[freqs < 25].max(), spectrum[np.abs(freqs - 300) < 5].max()
+    assert low < 0.05 * voice  # the teacher's rumble is gone from its target...
+    assert np.abs(np.fft.rfft(noisy48))[freqs < 25].max() > 0.5 * voice  # ...and stays in the input
     with pytest.raises(ConfigError, match="needs data.pairs"):
         from_dict({"data": {"p_pairs": 0.5}})
     with pytest.raises(ConfigError, match="data.p_pairs=2"):

@@ -35,7 +35,8 @@ class DataConfig:
             high-passed at this corner first (zero phase, 4th-order Butterworth magnitude).
             Many recordings carry a DC offset or rumble below the voice (in the offline
             recipe's clean speech a median of −36 dB of the energy lies below 50 Hz, up to
-            −3 dB in some voices); as a target it teaches the model to keep rumble.
+            −3 dB in some voices); as a target it teaches the model to keep rumble. The
+            targets of `pairs` (a teacher keeps the rumble it was given) are filtered too.
         targets: a `recipes.quieten` copy of the one `clean` folder: inputs are degraded from
             the original files, targets read from their copies, so a recording's own hiss
             becomes noise to remove (None: each clean file is its own target).

@@ -222,8 +222,9 @@ class PairDataset(torch.utils.data.Dataset):
             copy. None: the clip is its own target.
         pairs: fixed (noisy, target) 48 kHz file pairs, e.g. a `recipes.teacher` set.
         p_pairs: share of the items that are a random segment of a random one of `pairs`.
-        clean_highpass_hz: high-pass corner applied to every clean segment and its target
-            (zero phase; 0 = off).
+        clean_highpass_hz: high-pass corner applied to every clean segment and its target,
+            and to the targets of `pairs` (zero phase; 0 = off). A pair's input is left as it
+            is: its rumble is noise to remove.
     """
 
     def __init__(
@@ -314,7 +315,10 @@ class PairDataset(torch.utils.data.Dataset):
             audio = audio[start : start + samples48]
             return np.pad(audio, (0, samples48 - audio.size))
 
-        return cut(noisy), cut(target)
+        target = cut(target)
+        if self.highpass is not None:
+            target = signal.sosfiltfilt(self.highpass, target)
+        return cut(noisy), target
 
     def pair(self, index: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(noisy 48 kHz, clean 48 kHz, applied degradations), gained, for item `index`."""
