@@ -75,6 +75,37 @@ def test_teacher_targets_are_the_peers_output_file_by_file(
     assert teacher.teach(pool, out, "input", show=False) == (0, 5)
 
 
+def test_several_teachers_give_the_mean_of_their_outputs(
+    tmp_path: Path, pool: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two peers, one answering at 16 kHz and one a sample short: each target is the mean of
+    their outputs on its file; the command line takes --teacher twice."""
+    import soxr
+
+    from finally_cli.evaluation import baselines
+
+    def half_at_16k(audio: np.ndarray, rate: int) -> tuple[np.ndarray, int]:
+        return 0.5 * soxr.resample(audio, rate, 16000), 16000
+
+    def inverted_short(audio: np.ndarray, rate: int) -> tuple[np.ndarray, int]:
+        return -0.25 * audio[:-1], rate
+
+    monkeypatch.setitem(baselines.RUNNERS, "input", half_at_16k)
+    monkeypatch.setitem(baselines.RUNNERS, "noisereduce", inverted_short)
+    out = tmp_path / "mean"
+    assert teacher.main([str(pool), "-o", str(out), "--teacher", "input",
+                         "--teacher", "noisereduce", "--per-call", "2"]) == 0  # fmt: skip
+    for noisy_path in sorted((pool / "noisy").iterdir()):
+        noisy, _ = sf.read(str(noisy_path))
+        target, _ = sf.read(str(out / "clean" / noisy_path.name))
+        half = 0.5 * soxr.resample(soxr.resample(noisy, 48000, 16000), 16000, 48000)
+        expected = (half - 0.25 * noisy) / 2
+        inner = slice(300, -300)
+        error = target[inner] - expected[inner]
+        assert np.sqrt(np.mean(error**2)) < 0.01 * np.sqrt(np.mean(expected[inner] ** 2))
+    assert (out / "manifest.csv").is_file()
+
+
 def test_data_pairs_mix_fixed_pairs_into_the_stream(tmp_path: Path, clean_dir: Path) -> None:
     """With data.p_pairs = 1 every item is a segment of one of the fixed pairs, input and target
     from the same frames with the same gain; with 0.5 about half are; a bad folder is one

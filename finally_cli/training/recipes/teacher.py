@@ -2,6 +2,7 @@
 
     finally train prepare-val --config finally-small/stage1 ... -o pool --count 3000
     python -m finally_cli.training.recipes.teacher pool -o pool-dfn3 [--teacher deepfilternet3]
+    python -m finally_cli.training.recipes.teacher pool -o pool-avg --teacher deepfilternet3 --teacher dtln
 
 A small model regressed onto clean speech from noisy input at 0–5 dB SNR cannot reach its
 target (the fine structure under the noise is gone) and hedges: it removes too little noise and
@@ -16,6 +17,11 @@ once per call), and each output is cut back to its file's frames. OUT has POOL's
 (noisy/ linked to POOL's files, clean/ the teacher's output as 48 kHz float WAV, manifest.csv
 written last, so its presence means the set is complete) and is resumable: files already in
 OUT/clean are kept.
+
+Several teachers give the mean of their outputs as the target. Peers err in different ways
+(DeepFilterNet3 removes more noise and smears near-clean speech, DTLN keeps more of both), and
+on 80 pool pairs the mean of those two scored WB-PESQ 2.004 against the clean speech where
+DeepFilterNet3 alone scored 1.966.
 """
 
 from __future__ import annotations
@@ -35,15 +41,19 @@ RATE = 48000  # prepare-val's rate (degradations.RATE, whose module imports torc
 
 
 def teach(
-    pool: Path, out: Path, teacher: str, per_call: int = 64, show: bool = True
+    pool: Path, out: Path, teacher: str | list[str], per_call: int = 64, show: bool = True
 ) -> tuple[int, int]:
-    """Write OUT from POOL with `teacher`'s outputs as targets. Returns (written, kept)."""
+    """Write OUT from POOL with `teacher`'s outputs (the mean of several teachers' outputs) as
+    targets. Returns (written, kept)."""
     from tqdm import tqdm
 
     from finally_cli.evaluation.baselines import RUNNERS, check_baseline
 
-    check_baseline(teacher)
-    runner = RUNNERS[teacher]
+    teachers = [teacher] if isinstance(teacher, str) else list(teacher)
+    if not teachers:
+        raise ValueError("teach: no teacher named")
+    for name in teachers:
+        check_baseline(name)
     names = sorted(p.name for p in (pool / "noisy").iterdir() if p.suffix == ".wav")
     if not names:
         raise SystemExit(f"{pool}/noisy: no .wav files (expected a prepare-val folder)")
@@ -51,7 +61,8 @@ def teach(
     (out / "clean").mkdir(parents=True, exist_ok=True)
     todo = [n for n in names if not (out / "clean" / n).exists()]
     gap = np.zeros(int(GAP_SECONDS * RATE), np.float32)
-    for start in tqdm(range(0, len(todo), per_call), desc=teacher, disable=not show, unit="call"):
+    label = "+".join(teachers)
+    for start in tqdm(range(0, len(todo), per_call), desc=label, disable=not show, unit="call"):
         batch = todo[start : start + per_call]
         pieces, spans, offset = [], [], 0
         for name in batch:
@@ -62,12 +73,7 @@ def teach(
             spans.append((offset, audio.size))
             offset += audio.size + gap.size
         joined = np.concatenate(pieces)
-        output, rate = runner(joined, RATE)
-        if rate != RATE:
-            import soxr
-
-            output = soxr.resample(output, rate, RATE)
-        output = np.pad(output, (0, max(0, joined.size - output.size)))
+        output = np.mean([_run(RUNNERS[name], joined) for name in teachers], axis=0)
         for name, (begin, length) in zip(batch, spans):
             with atomic_path(out / "clean" / name) as tmp:
                 sf.write(str(tmp), output[begin : begin + length], RATE, "FLOAT", format="WAV")
@@ -79,18 +85,33 @@ def teach(
     return len(todo), len(names) - len(todo)
 
 
+def _run(runner, joined: np.ndarray) -> np.ndarray:
+    """One teacher's output on `joined`, at 48 kHz and exactly its length."""
+    output, rate = runner(joined, RATE)
+    if rate != RATE:
+        import soxr
+
+        output = soxr.resample(output, rate, RATE)
+    return np.pad(output, (0, max(0, joined.size - output.size)))[: joined.size]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("pool", type=Path, help="a folder written by `finally train prepare-val`")
     parser.add_argument("-o", "--output", type=Path, required=True)
-    parser.add_argument("--teacher", default="deepfilternet3", help="a `finally eval` baseline")
+    parser.add_argument(
+        "--teacher",
+        action="append",
+        help="a `finally eval` baseline (default deepfilternet3); repeat it for the mean of several",
+    )
     parser.add_argument("--per-call", type=int, default=64, help="files joined per teacher call")
     args = parser.parse_args(argv)
     if not (args.pool / "manifest.csv").is_file():
         print(f"{args.pool}: not a prepare-val folder (no manifest.csv)", file=sys.stderr)
         return 2
-    written, kept = teach(args.pool, args.output, args.teacher, args.per_call)
-    print(f"{args.output}: {written} targets written, {kept} kept ({args.teacher})")
+    teachers = args.teacher or ["deepfilternet3"]
+    written, kept = teach(args.pool, args.output, teachers, args.per_call)
+    print(f"{args.output}: {written} targets written, {kept} kept ({' + '.join(teachers)})")
     return 0
 
 
