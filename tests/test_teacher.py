@@ -139,7 +139,11 @@ def test_data_pairs_mix_fixed_pairs_into_the_stream(tmp_path: Path, clean_dir: P
     t = np.arange(int(rate * seconds)) / rate
     rumble = 0.3 * np.sin(2 * np.pi * 15 * t)
     for i in range(2):
-        write(folder / "clean" / f"p{i}.wav", (0.2 * np.sin(2 * np.pi * 300 * t) + rumble)[:, None], rate)
+        write(
+            folder / "clean" / f"p{i}.wav",
+            (0.2 * np.sin(2 * np.pi * 300 * t) + rumble)[:, None],
+            rate,
+        )
         write(folder / "noisy" / f"p{i}.wav", rumble[:, None], rate)
     config_cut = from_dict(
         {"model": "tiny", "data": {"clean": [str(clean_dir)], "segment_seconds": 0.5,

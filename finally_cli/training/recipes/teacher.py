@@ -2,7 +2,8 @@
 
     finally train prepare-val --config finally-small/stage1 ... -o pool --count 3000
     python -m finally_cli.training.recipes.teacher pool -o pool-dfn3 [--teacher deepfilternet3]
-    python -m finally_cli.training.recipes.teacher pool -o pool-avg --teacher deepfilternet3 --teacher dtln
+    python -m finally_cli.training.recipes.teacher pool -o pool-avg --teacher deepfilternet3 \
+        --teacher dtln
 
 A small model regressed onto clean speech from noisy input at 0–5 dB SNR cannot reach its
 target (the fine structure under the noise is gone) and hedges: it removes too little noise and
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--teacher",
         action="append",
-        help="a `finally eval` baseline (default deepfilternet3); repeat it for the mean of several",
+        help="a `finally eval` baseline (default deepfilternet3); repeat for their mean",
     )
     parser.add_argument("--per-call", type=int, default=64, help="files joined per teacher call")
     args = parser.parse_args(argv)
