@@ -143,9 +143,10 @@ def _recipe_calls(tmp_path: Path, recipe_name: str, env_extra: dict[str, str]) -
     work = tmp_path / "work"
     for folder in ("offline", "val"):  # the recipe skips the data steps when these exist
         (work / folder).mkdir(parents=True)
-    for folder in ("pool", "pool-dfn3"):  # and the teacher pool when its manifests exist
-        (work / folder).mkdir(parents=True)
+    for folder in ("pool", "pool-dfn3", "pool-avg"):  # and the teacher pools when their
+        (work / folder).mkdir(parents=True)  # manifests exist
         (work / folder / "manifest.csv").write_text("file,condition\n")
+    (work / "clean-quiet").mkdir()  # and the quietened copy when it exists
     recipe = Path(__file__).parent.parent / "docs" / "recipes" / recipe_name
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", **env_extra}
     subprocess.run(["bash", str(recipe), str(work)], check=True, env=env, timeout=60)
@@ -173,10 +174,14 @@ def test_training_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
     mix on the quieter clean files (1 000 steps, 0.5), then that recipe with the deep filter
     grown to 160 bins (1 000 steps, 0.6), then 500 steps with teacher targets for half the items,
     blended half-way back (0.7), then 500 more with rumble-free clean targets and teacher targets
-    for a quarter, blended half-way back (0.8); the export is what weights/finally-small holds."""
+    for a quarter, blended half-way back (0.8), then 500 at 2e-4 on every voice with hiss-free
+    targets and two teachers' mean, blended half-way back (0.9); the export is what
+    weights/finally-small holds."""
     runs, work = _recipe_calls(tmp_path, "finally-small-cpu.sh", {})
-    assert _stages(runs) == [(1, "s1"), (1, "s2"), (1, "s3"), (1, "s4"), (1, "s5"), (1, "s6")]
-    first, second, third, fourth, fifth, sixth = (argv for argv in runs if "--run-dir" in argv)
+    assert _stages(runs) == [(1, f"s{i}") for i in range(1, 8)]
+    first, second, third, fourth, fifth, sixth, seventh = (
+        argv for argv in runs if "--run-dir" in argv
+    )
     assert "steps=5000" in first and "degradation.p_mic=0.3" in first
     assert f"init_from={work / 's1'}" in second and "steps=1000" in second
     assert f"init_from={work / 's2'}" in third and "data.max_floor_db=-32" in third
@@ -194,18 +199,24 @@ def test_training_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
     sets = [sixth[i + 1] for i, arg in enumerate(sixth) if arg == "--set"]
     sets = [s for s in sets if not s.startswith("init_from=")]
     assert load_config("finally-small/stage1", sets).data.clean_highpass_hz == 50
+    assert f"init_from={work / 's6-model'}" in seventh and "data.p_pairs=0.25" in seventh
+    sets = [seventh[i + 1] for i, arg in enumerate(seventh) if arg == "--set"]
+    sets = [s for s in sets if not s.startswith("init_from=")]
+    config = load_config("finally-small/stage1", sets)
+    assert config.data.targets == str(work / "clean-quiet") and config.data.max_floor_db == 0
+    assert config.data.pairs == str(work / "pool-avg") and config.optim.lr == 2e-4
     exports = [argv for argv in runs if argv[:2] == ["train", "export"]]
-    assert exports[-2][exports[-2].index("-o") + 1] == str(work / "s5-model")
-    assert exports[-2][exports[-2].index("--blend-from") + 1] == str(work / "s4-model")
-    assert exports[-1][exports[-1].index("-o") + 1] == str(work / "finally-small")
-    assert exports[-1][exports[-1].index("--blend-from") + 1] == str(work / "s5-model")
+    for export, out, base in zip(exports[-3:], ("s5-model", "s6-model", "finally-small"),
+                                 ("s4-model", "s5-model", "s6-model")):  # fmt: skip
+        assert export[export.index("-o") + 1] == str(work / out)
+        assert export[export.index("--blend-from") + 1] == str(work / base)
 
 
 def test_training_recipe_continues_from_given_weights(tmp_path: Path) -> None:
     """INIT=weights/finally-small (a new machine without the run folder): no earlier phase, the
     last phase starts from the shipped weights."""
     runs, _ = _recipe_calls(tmp_path, "finally-small-cpu.sh", {"INIT": "weights/finally-small"})
-    assert _stages(runs) == [(1, "s4"), (1, "s5"), (1, "s6")]
+    assert _stages(runs) == [(1, "s4"), (1, "s5"), (1, "s6"), (1, "s7")]
     train = next(argv for argv in runs if "--run-dir" in argv)
     assert "init_from=weights/finally-small" in train
 

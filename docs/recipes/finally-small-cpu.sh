@@ -41,8 +41,10 @@ DATA=(--set "data.clean=[$WORK/offline/clean/train]" --set "data.noise=[$WORK/of
 #    d. from there, the deep filter grown from 3 to 5 kHz, 1 000 steps of c (these were 0.6);
 #    e. teacher targets for half the items, 500 steps, blended half-way back (these were 0.7);
 #    f. clean targets high-passed at 50 Hz, teacher targets for a quarter of the items, 500
-#       steps, blended half-way back (these are 0.8).
-#    INIT=weights/finally-small skips a-c and continues from the shipped weights with d-f.
+#       steps, blended half-way back (these were 0.8);
+#    g. every voice, with hiss-free targets (recipes.quieten) and the mean of two teachers,
+#       500 steps at 2e-4, blended half-way back (these are 0.9).
+#    INIT=weights/finally-small skips a-c and continues from the shipped weights with d-g.
 #    Since session 14 the microphone EQ of the mix has zero phase (docs/training.md item 16),
 #    and since session 15 stage1.yaml high-passes the clean speech at 50 Hz before use
 #    (data.clean_highpass_hz, item 17), so a rebuild from a differs from the shipped weights,
@@ -115,4 +117,22 @@ OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" \
     --set "data.pairs=$WORK/pool-dfn3" --set data.p_pairs=0.25 --set steps=500 \
     --run-dir "$WORK/s6" "${RESUME[@]}"
 finally train export "$WORK/s6" --step 500 --blend-from "$WORK/s5-model" --blend 0.5 \
+    -o "$WORK/s6-model"
+# g. Hiss-free targets (these are 0.9; docs/training.md item 18): every voice again (no floor
+#    filter), the input degraded from the original recording and the target read from its
+#    quietened copy (data.targets), so a recording's own hiss is noise to remove; teacher
+#    targets for a quarter of the items from the mean of DeepFilterNet3's and DTLN's outputs;
+#    500 steps at 2e-4 from f, then half-way back towards f.
+[ -d "$WORK/clean-quiet" ] || python -m finally_cli.training.recipes.quieten \
+    "$WORK/offline/clean/train" "$WORK/clean-quiet"
+[ -f "$WORK/pool-avg/manifest.csv" ] || python -m finally_cli.training.recipes.teacher \
+    "$WORK/pool" -o "$WORK/pool-avg" --teacher deepfilternet3 --teacher dtln
+RESUME=()
+if [ -d "$WORK/s7/checkpoints" ]; then RESUME=(--resume); fi
+OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" \
+    --set "init_from=$WORK/s6-model" "${COMMON[@]}" "${PHASE_C[@]}" \
+    --set "data.pairs=$WORK/pool-avg" --set data.p_pairs=0.25 \
+    --set "data.targets=$WORK/clean-quiet" --set data.max_floor_db=0 --set optim.lr=2e-4 \
+    --set steps=500 --run-dir "$WORK/s7" "${RESUME[@]}"
+finally train export "$WORK/s7" --step 500 --blend-from "$WORK/s6-model" --blend 0.5 \
     -o "$WORK/finally-small"
