@@ -294,9 +294,7 @@ class PairDataset(torch.utils.data.Dataset):
         return segment, target
 
     def _read48(self, clip: Clip, start: int, frames: int, rate: float) -> np.ndarray:
-        audio = soxr.resample(read_mono(clip, start, frames), rate, RATE)
-        if self.highpass is not None and audio.size > 64:
-            audio = signal.sosfiltfilt(self.highpass, audio)
+        audio = self._highpassed(soxr.resample(read_mono(clip, start, frames), rate, RATE))
         samples48 = self.samples16 * 3
         return np.pad(audio, (0, max(0, samples48 - audio.size)))[:samples48]
 
@@ -315,10 +313,13 @@ class PairDataset(torch.utils.data.Dataset):
             audio = audio[start : start + samples48]
             return np.pad(audio, (0, samples48 - audio.size))
 
-        target = cut(target)
-        if self.highpass is not None:
-            target = signal.sosfiltfilt(self.highpass, target)
-        return cut(noisy), target
+        return cut(noisy), self._highpassed(cut(target))
+
+    def _highpassed(self, audio: np.ndarray) -> np.ndarray:
+        """`audio` through the clean high-pass (zero phase), when there is one."""
+        if self.highpass is None or audio.size <= 64:
+            return audio
+        return signal.sosfiltfilt(self.highpass, audio)
 
     def pair(self, index: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(noisy 48 kHz, clean 48 kHz, applied degradations), gained, for item `index`."""
