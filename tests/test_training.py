@@ -106,6 +106,42 @@ def test_microphone_colouration_changes_levels_not_the_phase() -> None:
     assert np.ptp(20 * np.log10(spectrum[1000:40000])) > 6  # it still colours the level
 
 
+def test_stationary_noise_is_broadband_and_steady() -> None:
+    """What `p_stationary` draws: noise in every band from 100 Hz to 20 kHz, with a level that
+    sways by a few dB at most (fans, hiss), a different colour per draw."""
+    colours = []
+    for seed in range(8):
+        noise = deg.stationary_noise(np.random.default_rng(seed), 3 * 48000)
+        frames = noise.reshape(-1, 24000)  # half-second levels
+        levels = 10 * np.log10(np.mean(frames**2, axis=1))
+        assert np.ptp(levels) < 11
+        power = np.abs(np.fft.rfft(noise)) ** 2
+        freqs = np.fft.rfftfreq(noise.size, 1 / 48000)
+        octaves = [power[(freqs >= f) & (freqs < 2 * f)].mean() for f in (100, 400, 1600, 10000)]
+        assert 10 * np.log10(max(octaves) / min(octaves)) < 45
+        colours.append(10 * np.log10(octaves[-1] / octaves[0]))
+    assert np.ptp(colours) > 10
+
+
+def test_stationary_noise_share_follows_p_stationary() -> None:
+    """With p_stationary 1 every noise step draws it, even with recorded noises given; with 0
+    the recorded noise is drawn."""
+    clean = speechlike(1.0, 48000)[:, 0].astype(np.float64)
+    tone = np.sin(2 * np.pi * 440 * np.arange(48000) / 48000)
+    sources = deg.Sources(noises=[tone])
+    only = deg.DegradationConfig(
+        p_clean=0, p_noise=1, p_room=0, p_mic=0, p_codec=0, p_bandlimit=0, p_clip=0, p_gain=0
+    )
+    steady = deg.Degrader(deg.DegradationConfig(**{**only.__dict__, "p_stationary": 1.0}), sources)
+    noisy, _ = steady(clean, np.random.default_rng(0))
+    residual = np.abs(np.fft.rfft(noisy - clean))
+    assert residual[440] < 0.1 * residual.max()  # not the tone: broadband noise
+    plain = deg.Degrader(only, sources)
+    noisy, _ = plain(clean, np.random.default_rng(0))
+    residual = np.abs(np.fft.rfft(noisy - clean))
+    assert residual.argmax() == 440
+
+
 # -- discriminator and losses --------------------------------------------------------------
 @pytest.mark.parametrize("rate", [16000, 48000])
 def test_discriminator_shapes(rate: int) -> None:

@@ -33,6 +33,7 @@ class DegradationConfig:
     p_noise: float = 0.95
     snr_db: tuple[float, float] = (-5.0, 20.0)
     p_second_noise: float = 0.0
+    p_stationary: float = 0.0
     p_room: float = 0.6
     p_mic: float = 0.4
     rt60_seconds: tuple[float, float] = (0.2, 1.0)
@@ -51,6 +52,7 @@ class DegradationConfig:
             "p_clean",
             "p_noise",
             "p_second_noise",
+            "p_stationary",
             "p_room",
             "p_mic",
             "p_codec",
@@ -92,6 +94,28 @@ def synthetic_noise(rng: np.random.Generator, samples: int) -> np.ndarray:
     where = rng.integers(0, samples, size=max(1, samples // RATE * 20))
     clicks[where] = rng.standard_normal(where.size)
     return clicks + 0.01 * rng.standard_normal(samples)
+
+
+def stationary_noise(rng: np.random.Generator, samples: int) -> np.ndarray:
+    """Broadband noise of a random, smooth colour: fans, air conditioning, hiss, rain, wind.
+
+    Gaussian noise under a power-law tilt (exponent in [−1.5, 1]: brownish to bluish) times a
+    random envelope (±8 dB at 8 points spaced evenly in log frequency from 50 Hz to 24 kHz),
+    half of the time with a slow level sway (0.1–1 Hz, up to ±4 dB). Such noise is the easiest
+    kind for a suppressor, yet the recorded sets hold few clips of it: ≈ 6 % of the recipe's
+    files are broadband at all (docs/training.md, item 19).
+    """
+    freqs = np.maximum(np.fft.rfftfreq(samples, 1 / RATE), 1.0)
+    points = np.geomspace(50.0, RATE / 2, 8)
+    envelope_db = np.interp(np.log(freqs), np.log(points), rng.uniform(-8.0, 8.0, points.size))
+    shape = (freqs / 1000.0) ** (rng.uniform(-1.5, 1.0) / 2) * 10 ** (envelope_db / 20)
+    noise = np.fft.irfft(np.fft.rfft(rng.standard_normal(samples)) * shape, samples)
+    if rng.random() < 0.5:
+        t = np.arange(samples) / RATE
+        phase = 2 * np.pi * rng.uniform(0.1, 1.0) * t + rng.uniform(0.0, 2 * np.pi)
+        sway_db = rng.uniform(0.0, 4.0) * np.sin(phase)
+        noise = noise * 10 ** (sway_db / 20)
+    return noise
 
 
 def synthetic_room(rng: np.random.Generator, rt60: float) -> np.ndarray:
@@ -218,7 +242,10 @@ class Degrader:
 
     def _noise(self, audio: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
         snr = rng.uniform(*self.config.snr_db)
-        if self.sources.noises:
+        # The draw is skipped when off, so configurations without it keep their streams.
+        if self.config.p_stationary and rng.random() < self.config.p_stationary:
+            noise = stationary_noise(rng, audio.size)
+        elif self.sources.noises:
             noise = self.sources.noises[rng.integers(len(self.sources.noises))]
             start = rng.integers(0, max(1, noise.size - audio.size))
             noise = noise[start : start + audio.size]
