@@ -238,6 +238,29 @@ def test_spectral_asymmetry_makes_removed_speech_cost_more_than_left_noise() -> 
     assert left < 1.1
 
 
+def test_spectral_erb_weighting_makes_low_band_errors_count() -> None:
+    """loss.spectral_erb: the same error costs about as much at 200 Hz as at 6 kHz without
+    the weighting, and far more at 200 Hz with it (1 / ERB(f): ≈ 12× between the two)."""
+    from finally_cli.errors import ConfigError
+    from finally_cli.training.config import from_dict
+    from finally_cli.training.losses import CompressedSpectralLoss
+
+    with pytest.raises(ConfigError, match="loss.spectral_erb=2"):
+        from_dict({"loss": {"spectral_erb": 2.0}})
+    t = torch.arange(16000) / 16000
+    target = 0.1 * torch.randn(1, 1, 16000, generator=torch.Generator().manual_seed(0))
+
+    def low_over_high(erb: float) -> float:
+        loss = CompressedSpectralLoss(erb_weighting=erb, sample_rate=16000)
+        low = loss(target + 0.02 * torch.sin(2 * torch.pi * 200 * t), target)
+        high = loss(target + 0.02 * torch.sin(2 * torch.pi * 6000 * t), target)
+        return float(low / high)
+
+    assert 0.5 < low_over_high(0.0) < 2
+    assert low_over_high(0.5) > 2.5 * low_over_high(0.0)
+    assert low_over_high(1.0) > 8 * low_over_high(0.0)
+
+
 def test_sisdr_loss_is_the_metric_capped_and_weighs_errors_by_the_level(
     tmp_path: Path, clean_dir: Path
 ) -> None:

@@ -102,6 +102,9 @@ class LossConfig:
         spectral_asymmetry: extra weight on the magnitude error where the estimate is quieter
             than the target (speech taken away), so the model keeps weak speech when unsure
             instead of removing it with the noise; 0 = symmetric.
+        spectral_erb: exponent p of its frequency weighting by the density of ERB bands,
+            (1 / ERB(f))^p: 0 weighs every bin alike, 1 every ERB band alike (the low band,
+            a few bins, then counts as much as hearing resolves in it).
         sisdr: weight of the negative SI-SDR in dB (`SiSdrLoss`, capped at `sisdr_max_db`),
             added to the others: a logarithmic error that counts a nearly clean example's
             small damage as much as a noisy example's residual noise (0: not computed).
@@ -113,6 +116,7 @@ class LossConfig:
     spectral_complex: float = 0.3
     spectral_exponent: float = 0.3
     spectral_asymmetry: float = 0.0
+    spectral_erb: float = 0.0
     sisdr: float = 0.0
     sisdr_max_db: float = 30.0
     lmos_feature: float = 100.0
@@ -133,6 +137,8 @@ class LossConfig:
             raise ConfigError(
                 f"loss.spectral_asymmetry={self.spectral_asymmetry}: expected 0 (off) to 10"
             )
+        if not 0 <= self.spectral_erb <= 1:
+            raise ConfigError(f"loss.spectral_erb={self.spectral_erb}: expected 0 (off) to 1")
         if self.sisdr < 0:
             raise ConfigError(f"loss.sisdr={self.sisdr}: expected ≥ 0 (0 = off)")
         if not 0 < self.sisdr_max_db <= 100:

@@ -180,11 +180,19 @@ class CompressedSpectralLoss(nn.Module):
     complex term makes phase count where the magnitude is large. `asymmetry` adds
     asymmetry · MSE(max(|X|^c − |X̂|^c, 0)): taking speech away costs more than leaving noise.
 
+    With `erb_weighting` p > 0 each bin's squared error is weighted by the density of ERB
+    bands at its frequency, 1 / ERB(f), raised to p (weights of mean 1): a plain MSE gives
+    the 0–500 Hz band 1/16 of a 16 kHz spectrum's say, while hearing (and WB-PESQ's Bark
+    bands) resolves it about as finely as 2–8 kHz. p = 1 gives every ERB band the same total
+    weight (docs/training.md, item 19).
+
     Args:
         resolutions: (n_fft, hop) pairs at the compared rate.
         exponent: the compression c.
         complex_weight: share of the complex term.
         asymmetry: extra weight on the magnitude error of bins the estimate leaves too quiet.
+        erb_weighting: the exponent p of the frequency weighting (0 = every bin alike).
+        sample_rate: the compared rate (for the bins' frequencies).
     """
 
     def __init__(
@@ -193,10 +201,18 @@ class CompressedSpectralLoss(nn.Module):
         exponent: float = 0.3,
         complex_weight: float = 0.3,
         asymmetry: float = 0.0,
+        erb_weighting: float = 0.0,
+        sample_rate: int = 16000,
     ) -> None:
         super().__init__()
         self.resolutions, self.exponent, self.complex_weight = resolutions, exponent, complex_weight
-        self.asymmetry = asymmetry
+        self.asymmetry, self.erb_weighting, self.sample_rate = asymmetry, erb_weighting, sample_rate
+
+    def bin_weights(self, n_fft: int, device: torch.device) -> torch.Tensor:
+        """[bins, 1] weights of mean 1: (1 / ERB(f))^p, ERB(f) = 24.7 · (4.37 f / 1000 + 1)."""
+        freqs = torch.linspace(0, self.sample_rate / 2, n_fft // 2 + 1, device=device)
+        weights = (24.7 * (4.37 * freqs / 1000 + 1)).pow(-self.erb_weighting)
+        return (weights / weights.mean())[:, None]
 
     def compress(self, spec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         magnitude = (spec.real.square() + spec.imag.square() + 1e-12).sqrt()
@@ -209,14 +225,16 @@ class CompressedSpectralLoss(nn.Module):
         for n_fft, hop in self.resolutions:
             est_mag, est_c = self.compress(stft_complex(estimate, n_fft, hop))
             tgt_mag, tgt_c = self.compress(stft_complex(target, n_fft, hop))
-            magnitude = F.mse_loss(est_mag, tgt_mag)
-            complex_term = F.mse_loss(torch.view_as_real(est_c), torch.view_as_real(tgt_c))
+            weights = self.bin_weights(n_fft, estimate.device) if self.erb_weighting else 1.0
+            magnitude = ((est_mag - tgt_mag).square() * weights).mean()
+            complex_error = (torch.view_as_real(est_c) - torch.view_as_real(tgt_c)).square()
+            complex_term = (complex_error.sum(-1) * weights).mean() / 2
             total = (
                 total + (1 - self.complex_weight) * magnitude + self.complex_weight * (complex_term)
             )
             if self.asymmetry:
                 taken = (tgt_mag - est_mag).clamp_min(0)
-                total = total + self.asymmetry * taken.square().mean()
+                total = total + self.asymmetry * (taken.square() * weights).mean()
         return total / len(self.resolutions)
 
 

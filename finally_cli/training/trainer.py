@@ -108,6 +108,8 @@ class Trainer:
                 exponent=config.loss.spectral_exponent,
                 complex_weight=config.loss.spectral_complex,
                 asymmetry=config.loss.spectral_asymmetry,
+                erb_weighting=config.loss.spectral_erb,
+                sample_rate=config.sample_rate,
             )
             if config.loss.spectral > 0
             else None
