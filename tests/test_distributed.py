@@ -265,6 +265,33 @@ def test_batch_sigterm_of_the_launcher_leaves_no_partial_output(
     assert list(out.rglob("*.part")) == [] and list(out.rglob("*.wav")) == []
 
 
+def test_shard_survives_another_rank_removing_the_empty_output_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race the SIGTERM test above once lost: right after this rank made the output
+    folder, the other rank, ending, removed it (empty, and made by it); the shard is still
+    written."""
+    from finally_cli.cli import shards
+
+    report = tmp_path / "out" / "finally-report.csv"
+    real_mkdir, calls = Path.mkdir, []
+
+    def mkdir_then_lose_it(self: Path, *args: object, **kwargs: object) -> None:
+        real_mkdir(self, *args, **kwargs)
+        calls.append(self)
+        if len(calls) == 1:
+            self.rmdir()
+
+    monkeypatch.setattr(Path, "mkdir", mkdir_then_lose_it)
+    shards.write_shard(report, 1, [{"input": "a.wav", "status": "ok"}])
+    monkeypatch.undo()
+    assert len(calls) == 2
+    assert json.loads(shards.shard_path(report, 1).read_text()) == [
+        {"input": "a.wav", "status": "ok"}
+    ]
+    assert list(report.parent.glob("*.part")) == []
+
+
 def test_cpu_launch_that_started_one_process_is_warned(monkeypatch: pytest.MonkeyPatch) -> None:
     # What `accelerate launch --cpu --num_processes 2` leaves a single process to see.
     monkeypatch.setenv("ACCELERATE_USE_CPU", "True")

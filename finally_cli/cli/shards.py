@@ -62,10 +62,20 @@ class ShardGroup:
 
 
 def write_shard(report: Path, rank: int, rows: list[dict]) -> None:
+    """This rank's rows beside the report. When a launch is terminated, another rank may
+    remove the output folder it made (empty once its partial file is gone) between this
+    rank's mkdir and its write: the folder is then made again (once the shard is in it, it is
+    not empty and stays)."""
     path = shard_path(report, rank)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(rows), encoding="utf-8")
+    for attempt in range(3):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            tmp.write_text(json.dumps(rows), encoding="utf-8")
+            break
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
     os.replace(tmp, path)
 
 
