@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -132,7 +133,7 @@ def test_stationary_noise_share_follows_p_stationary() -> None:
     only = deg.DegradationConfig(
         p_clean=0, p_noise=1, p_room=0, p_mic=0, p_codec=0, p_bandlimit=0, p_clip=0, p_gain=0
     )
-    steady = deg.Degrader(deg.DegradationConfig(**{**only.__dict__, "p_stationary": 1.0}), sources)
+    steady = deg.Degrader(dataclasses.replace(only, p_stationary=1.0), sources)
     noisy, _ = steady(clean, np.random.default_rng(0))
     residual = np.abs(np.fft.rfft(noisy - clean))
     assert residual[440] < 0.1 * residual.max()  # not the tone: broadband noise
