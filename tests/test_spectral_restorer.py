@@ -86,6 +86,46 @@ def test_a_band_gain_of_one_half_halves_the_output() -> None:
     assert torch.allclose(halved, 0.5 * waveform, atol=1e-5)
 
 
+def _gained(gain: float, **options: float) -> SpectralRestorer:
+    """An identity restorer whose every band gain is `gain` (the output is gain · input)."""
+    block = SpectralRestorer(**options)
+    block.identity_init_()
+    with torch.no_grad():
+        block.gain_head.bias.fill_(torch.logit(torch.tensor(gain / block.max_gain)).item())
+    return block.eval()
+
+
+def test_mix_back_returns_nearly_clean_input_and_leaves_noisy_verdicts_alone() -> None:
+    """A window the model barely touched (0.9 · input: 19 dB kept over removed) gets the
+    input back in full with mix_back 1; one it halved (0 dB) stays as restored; training
+    never sees the stage."""
+    waveform = _speechy()
+    with torch.no_grad():
+        touched = _gained(0.9, mix_back=1.0, mix_back_db=(12.0, 18.0))
+        assert torch.allclose(touched(waveform), waveform, atol=1e-4)
+        halved = _gained(0.5, mix_back=1.0, mix_back_db=(12.0, 18.0))
+        assert torch.allclose(halved(waveform), 0.5 * waveform, atol=1e-4)
+        partly = _gained(0.9, mix_back=1.0, mix_back_db=(12.0, 26.0))
+        share = (10 * torch.log10(torch.tensor(0.81 / 0.01)) - 12.0) / 14.0  # 0.5 of the ramp
+        expected = 0.9 * waveform + share * 0.1 * waveform
+        assert torch.allclose(partly(waveform), expected, atol=1e-3)
+        assert torch.allclose(touched.train()(waveform), 0.9 * waveform, atol=1e-4)
+
+
+def test_postfilter_deepens_what_the_model_cut_and_keeps_what_it_kept() -> None:
+    """Bands at effective gain 0.2 under postfilter_below 0.4 go down by another half;
+    bands the model kept at 0.9 are untouched; never more than 20 dB extra."""
+    waveform = _speechy()
+    middle = slice(1024, -1024)
+    with torch.no_grad():
+        cut = _gained(0.2, postfilter_below=0.4)(waveform)
+        assert torch.allclose(cut[..., middle], 0.1 * waveform[..., middle], atol=1e-3)
+        kept = _gained(0.9, postfilter_below=0.4)(waveform)
+        assert torch.allclose(kept, 0.9 * waveform, atol=1e-4)
+        floor = _gained(0.01, postfilter_below=0.5)(waveform)
+        assert torch.allclose(floor[..., middle], 0.001 * waveform[..., middle], atol=1e-4)
+
+
 def test_the_low_cut_removes_rumble_and_keeps_the_voice() -> None:
     """With `highpass_hz` an identity restorer still passes the voice's band untouched but
     takes a 40 Hz hum down by more than 10 dB."""
@@ -120,6 +160,12 @@ def test_config_validation_names_the_field() -> None:
         SpectralRestorerConfig(max_gain=1.0)
     with pytest.raises(ConfigError, match="highpass_hz=-80"):
         SpectralRestorerConfig(highpass_hz=-80.0)
+    with pytest.raises(ConfigError, match="mix_back=1.5"):
+        SpectralRestorerConfig(mix_back=1.5)
+    with pytest.raises(ConfigError, match="mix_back_from_db=20"):
+        SpectralRestorerConfig(mix_back_from_db=20.0, mix_back_to_db=10.0)
+    with pytest.raises(ConfigError, match="postfilter_below=1"):
+        SpectralRestorerConfig(postfilter_below=1.0)
     with pytest.raises(ConfigError, match="unknown keys"):
         GeneratorConfig.from_dict({"spectral_restorer": {"hiden": 3}})
 

@@ -669,6 +669,36 @@ def test_export_blends_the_run_with_the_model_it_started_from(
     assert not (tmp_path / "bad").exists()
 
 
+def test_export_set_changes_settings_that_keep_the_weights(
+    tmp_path: Path, clean_dir: Path
+) -> None:
+    """`export --set key.path=value` writes the run's weights unchanged under a config with
+    that setting (the restorer's inference stages are shipped this way); an unknown key is
+    refused in one line and nothing is written."""
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    sets = [f"data.clean=[{clean_dir}]", "steps=1", "checkpoint_every=1"]
+    train_cli(
+        "--config", "tiny/stage1", *sum((["--set", s] for s in sets), []), "--run-dir", str(run)
+    )
+    train_cli("export", str(run), "--step", "1", "-o", str(tmp_path / "plain"))
+    stage = ["--set", "spectral_restorer.postfilter_below=0.15"]
+    train_cli("export", str(run), "--step", "1", *stage, "-o", str(tmp_path / "staged"))
+    config = json.loads((tmp_path / "staged" / "config.json").read_text())
+    assert config["spectral_restorer"]["postfilter_below"] == 0.15
+    plain, staged = (
+        load_file(str(tmp_path / name / "model.safetensors")) for name in ("plain", "staged")
+    )
+    assert plain.keys() == staged.keys()
+    assert all(torch.equal(plain[k], staged[k]) for k in plain)
+    bad = ["train", "export", str(run), "--step", "1", "--set", "spectral_restorer.hiden=3"]
+    result = runner.invoke(app, [*bad, "-o", str(tmp_path / "bad")])
+    assert result.exit_code != 0
+    assert "hiden" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "bad").exists()
+
+
 def test_a_run_resumes_after_an_upgrade_added_an_option(tmp_path: Path, clean_dir: Path) -> None:
     """A run saved before an option existed resumes: the option was at its default."""
     run = tmp_path / "r"

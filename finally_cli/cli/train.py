@@ -155,6 +155,14 @@ def export(
         float,
         typer.Option(help="How far from --blend-from towards the run (0 … 1).", min=0.0, max=1.0),
     ] = 1.0,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="key.path=value in the model config, for settings that keep the weights "
+            "(e.g. spectral_restorer.postfilter_below=0.15). Repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Turn a run's newest (best, or chosen) generator into a model folder for `--model`."""
     import shutil
@@ -165,12 +173,21 @@ def export(
         fail("--best and --step: choose one", 2)
     if best and blend_from is not None:
         fail("--best and --blend-from: export a --step to blend", 2)
+    if best and overrides:
+        fail("--best and --set: export a --step to change its config", 2)
     if best:
         if not (run_dir / "best" / "model.safetensors").is_file():
             fail(f"{run_dir}: no best/ model yet (validation has not run)", 1)
         shutil.copytree(run_dir / "best", output, dirs_exist_ok=True)
     else:
-        export_model(run_dir, output, checkpoint_step=step, blend_from=blend_from, blend=blend)
+        export_model(
+            run_dir,
+            output,
+            checkpoint_step=step,
+            blend_from=blend_from,
+            blend=blend,
+            model_overrides=overrides,
+        )
     typer.echo(str(output))
 
 

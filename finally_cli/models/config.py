@@ -335,6 +335,10 @@ class SpectralRestorerConfig:
     residual_gru_layers: int = 0
     floor_frames: int = 0
     highpass_hz: float = 0.0
+    mix_back: float = 0.0
+    mix_back_from_db: float = 12.0
+    mix_back_to_db: float = 18.0
+    postfilter_below: float = 0.0
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -379,6 +383,18 @@ class SpectralRestorerConfig:
         if not 0 <= self.highpass_hz <= 1000:
             raise ConfigError(
                 f"spectral_restorer.highpass_hz={self.highpass_hz}: expected 0 (off) to 1000"
+            )
+        if not 0 <= self.mix_back <= 1:
+            raise ConfigError(f"spectral_restorer.mix_back={self.mix_back}: expected 0 (off) to 1")
+        if self.mix_back_from_db >= self.mix_back_to_db:
+            raise ConfigError(
+                f"spectral_restorer.mix_back_from_db={self.mix_back_from_db}: must be below "
+                f"mix_back_to_db={self.mix_back_to_db}"
+            )
+        if not 0 <= self.postfilter_below < 1:
+            raise ConfigError(
+                f"spectral_restorer.postfilter_below={self.postfilter_below}: expected 0 (off) "
+                "to below 1"
             )
 
 

@@ -104,6 +104,9 @@ class FinallyGenerator(nn.Module):
             sr.residual_gru_layers,
             sr.floor_frames,
             sr.highpass_hz,
+            sr.mix_back,
+            (sr.mix_back_from_db, sr.mix_back_to_db),
+            sr.postfilter_below,
         )
         uw = config.upsample_wave_unet
         if uw.enabled:

@@ -65,6 +65,19 @@ class SpectralRestorer(nn.Module):
             streaming needs no state): rumble, hum and handling noise below the voice go,
             which the compressed spectral loss, with a handful of bins down there, hardly
             teaches the gains to remove. Voice production's usual 80–100 Hz low cut.
+        mix_back: inference only (eval mode): the largest share of the input put back when
+            the window looks clean. The model's own verdict decides: s = 10·log10(kept /
+            removed) over the window, kept the restored energy, removed the energy of input
+            minus restored; the share rises linearly from 0 at s = `mix_back_db[0]` to
+            `mix_back` at `mix_back_db[1]`. A noisy window (the model took much away) is left
+            as restored; nearly clean speech, which a model trained mostly on noisy input
+            still dents, comes back closer to the input (docs/training.md, item 20).
+        mix_back_db: (from, to) of that ramp in dB.
+        postfilter_below: inference only: bands whose effective gain (restored over input
+            level per ERB band and frame, smoothed over 3 frames) the model already put below
+            this value are turned down further in proportion, gain · (gain / value), at
+            most 20 dB: the residual the model leaves in the pauses and noise-only bands goes
+            deeper, while bands it kept (speech, clean input) are untouched. 0 = off.
     """
 
     def __init__(
@@ -84,6 +97,9 @@ class SpectralRestorer(nn.Module):
         residual_gru_layers: int = 0,
         floor_frames: int = 0,
         highpass_hz: float = 0.0,
+        mix_back: float = 0.0,
+        mix_back_db: tuple[float, float] = (12.0, 18.0),
+        postfilter_below: float = 0.0,
     ) -> None:
         super().__init__()
         self.n_fft, self.hop = n_fft, hop
@@ -93,6 +109,11 @@ class SpectralRestorer(nn.Module):
         self.register_buffer("window", torch.hann_window(n_fft, device="cpu"), persistent=False)
         self.register_buffer("erb", erb_filterbank(n_fft, 16000, erb_bands), persistent=False)
         self.highpass_hz = highpass_hz
+        self.mix_back, self.mix_back_db, self.postfilter_below = (
+            mix_back,
+            mix_back_db,
+            postfilter_below,
+        )
         if highpass_hz > 0:
             freqs = torch.linspace(0, 8000, n_fft // 2 + 1, device="cpu")
             # |H(f)|² = 1 / (1 + (fc / f)⁴); written as f² / sqrt(f⁴ + fc⁴) so f = 0 gives 0
@@ -171,6 +192,38 @@ class SpectralRestorer(nn.Module):
         stacked = torch.stack([padded[..., k : k + frames] for k in range(self.df_order)], -1)
         return (stacked * taps).sum(-1)
 
+    def adapt(self, waveform: torch.Tensor, restored: torch.Tensor) -> torch.Tensor:
+        """The inference stages, `mix_back` then `postfilter_below` (each off at 0), on
+        [batch, samples] input and restored waveforms; every batch item (window) decides
+        alone. Both work on the waveform the iSTFT made (the deep filter's spectrum is not a
+        consistent STFT: measured on it, the removed share reads 3–5 dB too high)."""
+        if self.mix_back > 0:
+            removed = waveform - restored
+            verdict = 10 * torch.log10(
+                (restored.square().sum(-1) + 1e-12) / (removed.square().sum(-1) + 1e-12)
+            )
+            low, high = self.mix_back_db
+            share = ((verdict - low) / (high - low)).clamp(0, 1) * self.mix_back
+            restored = restored + share[:, None] * removed
+        if self.postfilter_below > 0:
+            spec_in, spec_out = (
+                torch.stft(x, self.n_fft, self.hop, window=self.window, return_complex=True)
+                for x in (waveform, restored)
+            )
+            bands_in = torch.matmul(self.erb, spec_in.real.square() + spec_in.imag.square())
+            bands_out = torch.matmul(self.erb, spec_out.real.square() + spec_out.imag.square())
+            gain = ((bands_out + 1e-12) / (bands_in + 1e-10)).sqrt().clamp(max=1.0)
+            gain = F.avg_pool1d(gain, 3, 1, padding=1, count_include_pad=False)
+            extra = (gain / self.postfilter_below).clamp(min=0.1, max=1.0)
+            restored = torch.istft(
+                spec_out * torch.matmul(self.erb.T, extra),
+                self.n_fft,
+                self.hop,
+                window=self.window,
+                length=restored.shape[-1],
+            )
+        return restored
+
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         # waveform: [batch, 1, samples] at 16 kHz
         samples = waveform.shape[-1]
@@ -210,4 +263,6 @@ class SpectralRestorer(nn.Module):
                 center=True,
                 length=waveform.shape[-1],
             )
+            if not self.training and (self.mix_back > 0 or self.postfilter_below > 0):
+                output = self.adapt(waveform[:, 0].float(), output)
         return output[:, None, :samples].to(waveform.dtype)

@@ -20,6 +20,7 @@ def export_model(
     checkpoint_step: int | None = None,
     blend_from: Path | None = None,
     blend: float = 1.0,
+    model_overrides: list[str] | None = None,
 ) -> Path:
     """Write config.json + model.safetensors + README.md for the newest checkpoint, the
     checkpoint of `checkpoint_step`, or the given in-memory generator.
@@ -28,6 +29,10 @@ def export_model(
     started from) the weights written are base + blend · (run − base): interpolating a
     fine-tuned model back towards its start in weight space (WiSE-FT, Wortsman et al., 2022)
     keeps part of what the fine-tune gained and gives back part of what it traded away.
+
+    `model_overrides` (`key.path=value`, as `--set`) change the run's model config before the
+    weights are loaded: settings that leave the parameters as they are, such as the restorer's
+    inference stages (`spectral_restorer.mix_back`, `spectral_restorer.postfilter_below`).
     """
     run_dir = Path(run_dir)
     if generator is None:
@@ -45,7 +50,12 @@ def export_model(
                 )
             chosen = found[steps.index(checkpoint_step)]
             weights = model_weights(chosen)
-        config = GeneratorConfig.from_dict(json.loads((run_dir / "model_config.json").read_text()))
+        config_dict = json.loads((run_dir / "model_config.json").read_text())
+        if model_overrides:
+            from finally_cli.training.config import merge, parse_set
+
+            config_dict = merge(config_dict, parse_set(model_overrides))
+        config = GeneratorConfig.from_dict(config_dict)
         generator = create_model(config)
         generator.load_state_dict(weights, strict=True)
         step = json.loads((chosen / "state.json").read_text())["step"]
