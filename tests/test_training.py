@@ -669,9 +669,7 @@ def test_export_blends_the_run_with_the_model_it_started_from(
     assert not (tmp_path / "bad").exists()
 
 
-def test_export_set_changes_settings_that_keep_the_weights(
-    tmp_path: Path, clean_dir: Path
-) -> None:
+def test_export_set_changes_settings_that_keep_the_weights(tmp_path: Path, clean_dir: Path) -> None:
     """`export --set key.path=value` writes the run's weights unchanged under a config with
     that setting (the restorer's inference stages are shipped this way); an unknown key is
     refused in one line and nothing is written."""
