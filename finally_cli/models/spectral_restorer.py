@@ -109,11 +109,8 @@ class SpectralRestorer(nn.Module):
         self.register_buffer("window", torch.hann_window(n_fft, device="cpu"), persistent=False)
         self.register_buffer("erb", erb_filterbank(n_fft, 16000, erb_bands), persistent=False)
         self.highpass_hz = highpass_hz
-        self.mix_back, self.mix_back_db, self.postfilter_below = (
-            mix_back,
-            mix_back_db,
-            postfilter_below,
-        )
+        self.mix_back, self.mix_back_db = mix_back, mix_back_db
+        self.postfilter_below = postfilter_below
         if highpass_hz > 0:
             freqs = torch.linspace(0, 8000, n_fft // 2 + 1, device="cpu")
             # |H(f)|² = 1 / (1 + (fc / f)⁴); written as f² / sqrt(f⁴ + fc⁴) so f = 0 gives 0
@@ -192,11 +189,14 @@ class SpectralRestorer(nn.Module):
         stacked = torch.stack([padded[..., k : k + frames] for k in range(self.df_order)], -1)
         return (stacked * taps).sum(-1)
 
-    def adapt(self, waveform: torch.Tensor, restored: torch.Tensor) -> torch.Tensor:
+    def adapt(
+        self, waveform: torch.Tensor, spec: torch.Tensor, restored: torch.Tensor
+    ) -> torch.Tensor:
         """The inference stages, `mix_back` then `postfilter_below` (each off at 0), on
-        [batch, samples] input and restored waveforms; every batch item (window) decides
-        alone. Both work on the waveform the iSTFT made (the deep filter's spectrum is not a
-        consistent STFT: measured on it, the removed share reads 3–5 dB too high)."""
+        [batch, samples] input and restored waveforms (`spec`: the input's STFT, as `forward`
+        took it); every batch item (window) decides alone. Both work on the waveform the
+        iSTFT made (the deep filter's spectrum is not a consistent STFT: measured on it, the
+        removed share reads 3–5 dB too high)."""
         if self.mix_back > 0:
             removed = waveform - restored
             verdict = 10 * torch.log10(
@@ -206,11 +206,10 @@ class SpectralRestorer(nn.Module):
             share = ((verdict - low) / (high - low)).clamp(0, 1) * self.mix_back
             restored = restored + share[:, None] * removed
         if self.postfilter_below > 0:
-            spec_in, spec_out = (
-                torch.stft(x, self.n_fft, self.hop, window=self.window, return_complex=True)
-                for x in (waveform, restored)
+            spec_out = torch.stft(
+                restored, self.n_fft, self.hop, window=self.window, return_complex=True
             )
-            bands_in = torch.matmul(self.erb, spec_in.real.square() + spec_in.imag.square())
+            bands_in = torch.matmul(self.erb, spec.real.square() + spec.imag.square())
             bands_out = torch.matmul(self.erb, spec_out.real.square() + spec_out.imag.square())
             gain = ((bands_out + 1e-12) / (bands_in + 1e-10)).sqrt().clamp(max=1.0)
             gain = F.avg_pool1d(gain, 3, 1, padding=1, count_include_pad=False)
@@ -264,5 +263,5 @@ class SpectralRestorer(nn.Module):
                 length=waveform.shape[-1],
             )
             if not self.training and (self.mix_back > 0 or self.postfilter_below > 0):
-                output = self.adapt(waveform[:, 0].float(), output)
+                output = self.adapt(waveform[:, 0].float(), spec, output)
         return output[:, None, :samples].to(waveform.dtype)
