@@ -112,6 +112,49 @@ def test_mix_back_returns_nearly_clean_input_and_leaves_noisy_verdicts_alone() -
         assert torch.allclose(touched.train()(waveform), 0.9 * waveform, atol=1e-4)
 
 
+def test_mix_back_leaves_a_clipped_window_as_restored() -> None:
+    """The model barely touches a clipped input (the verdict says clean), but putting the
+    input back would bring the clipping back: the amplitude histogram's spike at the clip
+    level takes the share to 0, while the unclipped signal still gets its input back."""
+    waveform = _speechy()
+    clipped = waveform.clamp(-0.25 * waveform.abs().max(), 0.25 * waveform.abs().max())
+    with torch.no_grad():
+        block = _gained(0.9, mix_back=1.0, mix_back_db=(12.0, 18.0))
+        assert block.clipped(waveform[:, 0]).item() == 0.0
+        assert block.clipped(clipped[:, 0]).item() == 1.0
+        assert torch.allclose(block(clipped), 0.9 * clipped, atol=1e-4)
+        assert torch.allclose(block(waveform), waveform, atol=1e-4)
+        silence = torch.zeros(1, 1, 8192)
+        assert torch.equal(block(silence), silence)
+
+
+def test_mix_back_by_band_restores_kept_bands_and_leaves_cut_ones_cut() -> None:
+    """With `mix_back_kept`, a window judged clean gets the input back only in the bands the
+    model kept (here gain 0.9 below ≈ 3 kHz: the voice comes back in full), not in those it
+    cut (gain 0.1 above: a 6 kHz whistle stays 20 dB down)."""
+    t = torch.arange(16384) / 16000
+    voice = _speechy()
+    whistle = 0.01 * torch.sin(2 * torch.pi * 6000 * t).view(1, 1, -1)
+    block = SpectralRestorer(mix_back=1.0, mix_back_db=(0.0, 10.0), mix_back_kept=0.6)
+    block.identity_init_()
+    with torch.no_grad():
+        bias = torch.full((block.gain_head.bias.numel(),), 0.9 / block.max_gain)
+        bias[24:] = 0.1 / block.max_gain
+        block.gain_head.bias.copy_(torch.logit(bias))
+        out = block.eval()(voice + whistle)
+
+    def level(signal: torch.Tensor, low: int, high: int) -> torch.Tensor:
+        spec = torch.stft(signal.flatten(), 512, 128, window=torch.hann_window(512),
+                          return_complex=True)  # fmt: skip
+        return spec[low:high, 8:-8].abs().square().sum()
+
+    voice_bins, whistle_bins = (slice(3, 60), slice(188, 196))  # < 1.9 kHz; 5.9-6.1 kHz
+    kept = level(out, voice_bins.start, voice_bins.stop) / level(voice, 3, 60)
+    cut = level(out, whistle_bins.start, whistle_bins.stop) / level(whistle, 188, 196)
+    assert 0.95 < kept.item() < 1.05
+    assert 0.005 < cut.item() < 0.02
+
+
 def test_postfilter_deepens_what_the_model_cut_and_keeps_what_it_kept() -> None:
     """Bands at effective gain 0.2 under postfilter_below 0.4 go down by another half;
     bands the model kept at 0.9 are untouched; never more than 20 dB extra."""
@@ -164,6 +207,10 @@ def test_config_validation_names_the_field() -> None:
         SpectralRestorerConfig(mix_back=1.5)
     with pytest.raises(ConfigError, match="mix_back_from_db=20"):
         SpectralRestorerConfig(mix_back_from_db=20.0, mix_back_to_db=10.0)
+    with pytest.raises(ConfigError, match="mix_back_spike_from=4"):
+        SpectralRestorerConfig(mix_back_spike_from=4.0, mix_back_spike_to=3.0)
+    with pytest.raises(ConfigError, match="mix_back_kept=2"):
+        SpectralRestorerConfig(mix_back_kept=2.0)
     with pytest.raises(ConfigError, match="postfilter_below=1"):
         SpectralRestorerConfig(postfilter_below=1.0)
     with pytest.raises(ConfigError, match="unknown keys"):

@@ -338,6 +338,9 @@ class SpectralRestorerConfig:
     mix_back: float = 0.0
     mix_back_from_db: float = 12.0
     mix_back_to_db: float = 18.0
+    mix_back_spike_from: float = 1.5
+    mix_back_spike_to: float = 3.0
+    mix_back_kept: float = 0.0
     postfilter_below: float = 0.0
 
     def __post_init__(self) -> None:
@@ -390,6 +393,15 @@ class SpectralRestorerConfig:
             raise ConfigError(
                 f"spectral_restorer.mix_back_from_db={self.mix_back_from_db}: must be below "
                 f"mix_back_to_db={self.mix_back_to_db}"
+            )
+        if not 0 < self.mix_back_spike_from < self.mix_back_spike_to:
+            raise ConfigError(
+                f"spectral_restorer.mix_back_spike_from={self.mix_back_spike_from}: must be "
+                f"above 0 and below mix_back_spike_to={self.mix_back_spike_to}"
+            )
+        if not 0 <= self.mix_back_kept <= 1:
+            raise ConfigError(
+                f"spectral_restorer.mix_back_kept={self.mix_back_kept}: expected 0 (off) to 1"
             )
         if not 0 <= self.postfilter_below < 1:
             raise ConfigError(

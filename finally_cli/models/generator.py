@@ -106,6 +106,8 @@ class FinallyGenerator(nn.Module):
             sr.highpass_hz,
             sr.mix_back,
             (sr.mix_back_from_db, sr.mix_back_to_db),
+            (sr.mix_back_spike_from, sr.mix_back_spike_to),
+            sr.mix_back_kept,
             sr.postfilter_below,
         )
         uw = config.upsample_wave_unet
