@@ -669,6 +669,58 @@ def test_export_blends_the_run_with_the_model_it_started_from(
     assert not (tmp_path / "bad").exists()
 
 
+def test_blend_grows_a_base_without_the_runs_residual_layer(tmp_path: Path) -> None:
+    """A run that grew a residual GRU layer (`init_from` a model without it) still blends
+    with that model, and may carry inference-only settings the base lacks: the base is grown
+    as `init_from` grows it (new projection at zero), so blend 0 computes exactly the base's
+    output, blend ½ halves what the new layer adds and interpolates the rest; a base with
+    more layers than the run is refused."""
+    from dataclasses import replace
+
+    from finally_cli.errors import CheckpointError
+    from finally_cli.models.config import preset
+    from finally_cli.models.hub import create_model, save_model
+    from finally_cli.training.export import _blend
+
+    small = preset("finally-small")
+    small = replace(small, upsample_wave_unet=replace(small.upsample_wave_unet, enabled=False))
+    base = create_model(small, seed=1).eval()
+    save_model(base, tmp_path / "base")
+    restorer = replace(small.spectral_restorer, residual_gru_layers=1, mix_back=1.0)
+    grown = replace(small, spectral_restorer=restorer)
+
+    def trained() -> torch.nn.Module:  # every weight moved away from the base, as training does
+        run = create_model(grown, seed=2)
+        run.load_state_dict(base.state_dict(), strict=False)
+        with torch.no_grad():
+            for parameter in run.parameters():
+                parameter.add_(0.01 * torch.randn_like(parameter))
+        return run.eval()
+
+    run = trained()
+    before = {k: v.clone() for k, v in run.state_dict().items()}
+    _blend(run, tmp_path / "base", 0.5)
+    after, start = run.state_dict(), base.state_dict()
+    prefix = "spectral_restorer."
+    projection = prefix + "residual_projections.0.weight"
+    assert torch.allclose(after[projection], 0.5 * before[projection])
+    layer = prefix + "residual_grus.0.weight_hh_l0"
+    assert torch.equal(after[layer], before[layer])
+    head = prefix + "gain_head.weight"
+    assert torch.allclose(after[head], 0.5 * (before[head] + start[head]), atol=1e-7)
+    waveform = torch.from_numpy(speechlike(1.0, 16000, seed=3)).float().view(1, 1, -1)
+    run = trained()
+    _blend(run, tmp_path / "base", 0.0)
+    restorer_off = replace(grown, spectral_restorer=replace(restorer, mix_back=0.0))
+    same = create_model(restorer_off)
+    same.load_state_dict(run.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(same.eval()(waveform), base(waveform), atol=1e-5)
+    save_model(create_model(grown), tmp_path / "bigger")
+    with pytest.raises(CheckpointError, match="another architecture"):
+        _blend(create_model(small), tmp_path / "bigger", 0.5)
+
+
 def test_export_set_changes_settings_that_keep_the_weights(tmp_path: Path, clean_dir: Path) -> None:
     """`export --set key.path=value` writes the run's weights unchanged under a config with
     that setting (the restorer's inference stages are shipped this way); an unknown key is

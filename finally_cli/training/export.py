@@ -81,8 +81,38 @@ def export_model(
     return out_dir
 
 
+# Restorer settings that only act at inference: a blend may write them differently from the
+# base's (`--set spectral_restorer.mix_back=1 --blend-from ...`), the weights are the same.
+INFERENCE_ONLY = (
+    "mix_back",
+    "mix_back_from_db",
+    "mix_back_to_db",
+    "mix_back_spike_from",
+    "mix_back_spike_to",
+    "mix_back_kept",
+    "postfilter_below",
+)
+
+
+def _architecture(config: dict) -> dict:
+    """A model config without the inference-only restorer settings and the residual GRU
+    layer count (a grown base is matched separately)."""
+    restorer = {
+        k: v
+        for k, v in config.get("spectral_restorer", {}).items()
+        if k not in INFERENCE_ONLY and k != "residual_gru_layers"
+    }
+    return {**config, "spectral_restorer": restorer}
+
+
 def _blend(generator, base_dir: Path, blend: float) -> None:  # noqa: ANN001
-    """generator ← base + blend · (generator − base), in place."""
+    """generator ← base + blend · (generator − base), in place.
+
+    The base may have fewer residual GRU layers than the run (the run grew them with
+    `init_from`): it is grown the same way first — each new layer's projection at zero, so
+    the grown base computes exactly what the base did, and the new layer's own GRU weights,
+    which that output does not depend on, taken from the run. The blend then scales what the
+    new layers add by `blend`."""
     import torch
 
     from finally_cli.models.hub import read_config
@@ -90,10 +120,27 @@ def _blend(generator, base_dir: Path, blend: float) -> None:  # noqa: ANN001
 
     if not (base_dir / "model.safetensors").is_file():
         raise CheckpointError(f"--blend-from {base_dir}: not a model folder (no model.safetensors)")
-    if read_config(base_dir).to_dict() != generator.config.to_dict():
+    base_config = read_config(base_dir).to_dict()
+    own_config = generator.config.to_dict()
+    base_layers = base_config.get("spectral_restorer", {}).get("residual_gru_layers", 0)
+    own_layers = own_config.get("spectral_restorer", {}).get("residual_gru_layers", 0)
+    if _architecture(base_config) != _architecture(own_config) or base_layers > own_layers:
         raise CheckpointError(f"--blend-from {base_dir}: another architecture than the run's model")
     base = read_tensors(base_dir, "model")
     state = generator.state_dict()
+    for name, value in state.items():
+        if name in base:
+            continue
+        parts = name.split(".")
+        grown = (
+            len(parts) > 2
+            and parts[-3] in ("residual_grus", "residual_projections")
+            and parts[-2].isdigit()
+            and int(parts[-2]) >= base_layers
+        )
+        if grown:
+            projection = parts[-3] == "residual_projections"
+            base[name] = torch.zeros_like(value) if projection else value.clone()
     if set(base) != set(state) or any(base[k].shape != state[k].shape for k in state):
         raise CheckpointError(f"--blend-from {base_dir}: its weights do not match the run's model")
     with torch.no_grad():
