@@ -43,8 +43,10 @@ DATA=(--set "data.clean=[$WORK/offline/clean/train]" --set "data.noise=[$WORK/of
 #    f. clean targets high-passed at 50 Hz, teacher targets for a quarter of the items, 500
 #       steps, blended half-way back (these were 0.8);
 #    g. every voice, with hiss-free targets (recipes.quieten) and the mean of two teachers,
-#       500 steps at 2e-4, blended half-way back (these are 0.9).
-#    INIT=weights/finally-small skips a-c and continues from the shipped weights with d-g.
+#       500 steps at 2e-4, blended half-way back (these were 0.9);
+#    h. one more (residual) GRU layer and synthetic steady noise, 500 steps at 3e-4 from g,
+#       blended half-way back, the mix-back stage on (these are 0.10).
+#    INIT=weights/finally-small skips a-c and continues from the shipped weights with d-h.
 #    Since session 14 the microphone EQ of the mix has zero phase (docs/training.md item 16),
 #    and since session 15 stage1.yaml high-passes the clean speech at 50 Hz before use
 #    (data.clean_highpass_hz, item 17), so a rebuild from a differs from the shipped weights,
@@ -88,7 +90,7 @@ OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" "${IN
     "${COMMON[@]}" "${PHASE_C[@]}" --set "overlays=[$WORK/df160.yaml]" --set steps=1000 \
     --run-dir "$WORK/s4" "${RESUME[@]}"
 finally train export "$WORK/s4" -o "$WORK/s4-model"
-# e. Teacher targets for half the items (these are 0.7): a pool of 3 000 noise-only pairs from
+# e. Teacher targets for half the items (these were 0.7): a pool of 3 000 noise-only pairs from
 #    the training voices, DeepFilterNet3's output on each as its target (recipes.teacher; needs
 #    the `peers` extra), 500 steps of d's recipe from d with data.p_pairs=0.5, then the
 #    weights taken half-way back towards d's (export --blend-from; docs/training.md item 15).
@@ -109,7 +111,7 @@ finally train export "$WORK/s5" --step 500 --blend-from "$WORK/s4-model" --blend
     -o "$WORK/s5-model"
 # f. Rumble-free clean targets (stage1.yaml's data.clean_highpass_hz, since session 15) and the
 #    zero-phase microphone EQ, teacher targets for a quarter of the items, 500 steps of d's
-#    recipe from e, then half-way back towards e (these are 0.8; docs/training.md item 17).
+#    recipe from e, then half-way back towards e (these were 0.8; docs/training.md item 17).
 RESUME=()
 if [ -d "$WORK/s6/checkpoints" ]; then RESUME=(--resume); fi
 OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" \
@@ -118,7 +120,7 @@ OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" \
     --run-dir "$WORK/s6" "${RESUME[@]}"
 finally train export "$WORK/s6" --step 500 --blend-from "$WORK/s5-model" --blend 0.5 \
     -o "$WORK/s6-model"
-# g. Hiss-free targets (these are 0.9; docs/training.md item 18): every voice again (no floor
+# g. Hiss-free targets (these were 0.9; docs/training.md item 18): every voice again (no floor
 #    filter), the input degraded from the original recording and the target read from its
 #    quietened copy (data.targets), so a recording's own hiss is noise to remove; teacher
 #    targets for a quarter of the items from the mean of DeepFilterNet3's and DTLN's outputs;
@@ -135,4 +137,19 @@ OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" \
     --set "data.targets=$WORK/clean-quiet" --set data.max_floor_db=0 --set optim.lr=2e-4 \
     --set steps=500 --run-dir "$WORK/s7" "${RESUME[@]}"
 finally train export "$WORK/s7" --step 500 --blend-from "$WORK/s6-model" --blend 0.5 \
-    -o "$WORK/finally-small"
+    -o "$WORK/s7-model"
+# h. One more GRU layer (residual, its projection at zero: the grown model starts from exactly
+#    g's output; docs/training.md item 21), synthetic steady noise in a fifth of the items,
+#    500 steps of g's recipe at 3e-4 from g, then half-way back towards g, written with the
+#    mix-back inference stage on (these are 0.10).
+printf 'spectral_restorer:\n  residual_gru_layers: 1\n' > "$WORK/grow1.yaml"
+RESUME=()
+if [ -d "$WORK/s8/checkpoints" ]; then RESUME=(--resume); fi
+OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" \
+    --set "init_from=$WORK/s7-model" "${COMMON[@]}" "${PHASE_C[@]}" \
+    --set "overlays=[$WORK/grow1.yaml]" --set degradation.p_stationary=0.2 \
+    --set "data.pairs=$WORK/pool-avg" --set data.p_pairs=0.25 \
+    --set "data.targets=$WORK/clean-quiet" --set data.max_floor_db=0 --set optim.lr=3e-4 \
+    --set steps=500 --run-dir "$WORK/s8" "${RESUME[@]}"
+finally train export "$WORK/s8" --step 500 --blend-from "$WORK/s7-model" --blend 0.5 \
+    --set spectral_restorer.mix_back=1 -o "$WORK/finally-small"
