@@ -176,11 +176,12 @@ def test_training_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
     blended half-way back (0.7), then 500 more with rumble-free clean targets and teacher targets
     for a quarter, blended half-way back (0.8), then 500 at 2e-4 on every voice with hiss-free
     targets and two teachers' mean, blended half-way back (0.9), then one more GRU layer and
-    steady noise, 500 steps at 3e-4, blended half-way back with the mix-back stage on (0.10);
-    the export is what weights/finally-small holds."""
+    steady noise, 500 steps at 3e-4, blended half-way back with the mix-back stage on (0.10),
+    then 250 steps with teacher targets for half the items, blended half-way back (0.11); the
+    export is what weights/finally-small holds."""
     runs, work = _recipe_calls(tmp_path, "finally-small-cpu.sh", {})
-    assert _stages(runs) == [(1, f"s{i}") for i in range(1, 9)]
-    first, second, third, fourth, fifth, sixth, seventh, eighth = (
+    assert _stages(runs) == [(1, f"s{i}") for i in range(1, 10)]
+    first, second, third, fourth, fifth, sixth, seventh, eighth, ninth = (
         argv for argv in runs if "--run-dir" in argv
     )
     assert "steps=5000" in first and "degradation.p_mic=0.3" in first
@@ -212,20 +213,26 @@ def test_training_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
     grown, _ = generator_config(load_config("finally-small/stage1", sets))
     assert grown.spectral_restorer.residual_gru_layers == 1  # what weights/finally-small holds
     assert load_config("finally-small/stage1", sets).degradation.p_stationary == 0.2
+    assert f"init_from={work / 's8-model'}" in ninth and "data.p_pairs=0.5" in ninth
+    assert "steps=250" in ninth
+    sets = [ninth[i + 1] for i, arg in enumerate(ninth) if arg == "--set"]
+    sets = [s for s in sets if not s.startswith("init_from=")]
+    grown, _ = generator_config(load_config("finally-small/stage1", sets))
+    assert grown.spectral_restorer.residual_gru_layers == 1
     exports = [argv for argv in runs if argv[:2] == ["train", "export"]]
-    outs = ("s5-model", "s6-model", "s7-model", "finally-small")
-    bases = ("s4-model", "s5-model", "s6-model", "s7-model")
-    for export, out, base in zip(exports[-4:], outs, bases):
+    outs = ("s5-model", "s6-model", "s7-model", "s8-model", "finally-small")
+    bases = ("s4-model", "s5-model", "s6-model", "s7-model", "s8-model")
+    for export, out, base in zip(exports[-5:], outs, bases, strict=True):
         assert export[export.index("-o") + 1] == str(work / out)
         assert export[export.index("--blend-from") + 1] == str(work / base)
-    assert "spectral_restorer.mix_back=1" in exports[-1]
+    assert "spectral_restorer.mix_back=1" in exports[-2]  # inherited by i's run and export
 
 
 def test_training_recipe_continues_from_given_weights(tmp_path: Path) -> None:
     """INIT=weights/finally-small (a new machine without the run folder): no earlier phase, the
     last phase starts from the shipped weights."""
     runs, _ = _recipe_calls(tmp_path, "finally-small-cpu.sh", {"INIT": "weights/finally-small"})
-    assert _stages(runs) == [(1, "s4"), (1, "s5"), (1, "s6"), (1, "s7"), (1, "s8")]
+    assert _stages(runs) == [(1, f"s{i}") for i in range(4, 10)]
     train = next(argv for argv in runs if "--run-dir" in argv)
     assert "init_from=weights/finally-small" in train
 

@@ -45,8 +45,9 @@ DATA=(--set "data.clean=[$WORK/offline/clean/train]" --set "data.noise=[$WORK/of
 #    g. every voice, with hiss-free targets (recipes.quieten) and the mean of two teachers,
 #       500 steps at 2e-4, blended half-way back (these were 0.9);
 #    h. one more (residual) GRU layer and synthetic steady noise, 500 steps at 3e-4 from g,
-#       blended half-way back, the mix-back stage on (these are 0.10).
-#    INIT=weights/finally-small skips a-c and continues from the shipped weights with d-h.
+#       blended half-way back, the mix-back stage on (these were 0.10);
+#    i. teacher targets for half the items, 250 steps from h, blended half-way back (0.11).
+#    INIT=weights/finally-small skips a-c and continues from the shipped weights with d-i.
 #    Since session 14 the microphone EQ of the mix has zero phase (docs/training.md item 16),
 #    and since session 15 stage1.yaml high-passes the clean speech at 50 Hz before use
 #    (data.clean_highpass_hz, item 17), so a rebuild from a differs from the shipped weights,
@@ -141,7 +142,7 @@ finally train export "$WORK/s7" --step 500 --blend-from "$WORK/s6-model" --blend
 # h. One more GRU layer (residual, its projection at zero: the grown model starts from exactly
 #    g's output; docs/training.md item 21), synthetic steady noise in a fifth of the items,
 #    500 steps of g's recipe at 3e-4 from g, then half-way back towards g, written with the
-#    mix-back inference stage on (these are 0.10).
+#    mix-back inference stage on (these were 0.10).
 printf 'spectral_restorer:\n  residual_gru_layers: 1\n' > "$WORK/grow1.yaml"
 RESUME=()
 if [ -d "$WORK/s8/checkpoints" ]; then RESUME=(--resume); fi
@@ -152,4 +153,16 @@ OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" \
     --set "data.targets=$WORK/clean-quiet" --set data.max_floor_db=0 --set optim.lr=3e-4 \
     --set steps=500 --run-dir "$WORK/s8" "${RESUME[@]}"
 finally train export "$WORK/s8" --step 500 --blend-from "$WORK/s7-model" --blend 0.5 \
-    --set spectral_restorer.mix_back=1 -o "$WORK/finally-small"
+    --set spectral_restorer.mix_back=1 -o "$WORK/s8-model"
+# i. Teacher targets for half the items again (these are 0.11; docs/training.md item 22):
+#    250 steps of h's recipe from h with data.p_pairs=0.5, then half-way back towards h.
+RESUME=()
+if [ -d "$WORK/s9/checkpoints" ]; then RESUME=(--resume); fi
+OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" \
+    --set "init_from=$WORK/s8-model" "${COMMON[@]}" "${PHASE_C[@]}" \
+    --set "overlays=[$WORK/grow1.yaml]" --set degradation.p_stationary=0.2 \
+    --set "data.pairs=$WORK/pool-avg" --set data.p_pairs=0.5 \
+    --set "data.targets=$WORK/clean-quiet" --set data.max_floor_db=0 --set optim.lr=3e-4 \
+    --set steps=250 --run-dir "$WORK/s9" "${RESUME[@]}"
+finally train export "$WORK/s9" --step 250 --blend-from "$WORK/s8-model" --blend 0.5 \
+    -o "$WORK/finally-small"
