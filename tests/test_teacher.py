@@ -135,6 +135,35 @@ def test_data_pairs_mix_fixed_pairs_into_the_stream(tmp_path: Path, clean_dir: P
     mixed = pair_dataset(config(0.5), 200, 1, 128)
     share = np.mean([mixed.pair(i)[2] == ["pairs"] for i in range(200)])
     assert 0.35 < share < 0.65
+    # a list of folders pools their pairs: items come from both (targets 0.25× and 0.5×)
+    other = tmp_path / "pairs2"
+    (other / "noisy").mkdir(parents=True)
+    (other / "clean").mkdir()
+    noisy = speechlike(seconds, rate, seed=20)[:, 0]
+    write(other / "noisy" / "q.wav", noisy[:, None], rate)
+    write(other / "clean" / "q.wav", (0.5 * noisy)[:, None], rate)
+    pooled = pair_dataset(
+        from_dict(
+            {
+                "model": "tiny",
+                "data": {
+                    "clean": [str(clean_dir)],
+                    "segment_seconds": 0.5,
+                    "pairs": [str(folder), str(other)],
+                    "p_pairs": 1.0,
+                },
+            }
+        ),  # fmt: skip
+        40,
+        1,
+        128,
+    )
+    ratios = set()
+    for index in range(40):
+        noisy48, target48, _ = pooled.pair(index)
+        loud = np.abs(noisy48) > 0.01
+        ratios.add(round(float(np.median(target48[loud] / noisy48[loud])), 2))
+    assert ratios == {0.25, 0.5}
     # data.clean_highpass_hz reaches the teacher's targets too, not the inputs
     t = np.arange(int(rate * seconds)) / rate
     rumble = 0.3 * np.sin(2 * np.pi * 15 * t)

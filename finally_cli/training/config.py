@@ -41,7 +41,8 @@ class DataConfig:
             the original files, targets read from their copies, so a recording's own hiss
             becomes noise to remove (None: each clean file is its own target).
         pairs: a folder of fixed noisy/clean pairs in `prepare-val`'s layout, typically a
-            `recipes.teacher` set whose targets are a peer's output.
+            `recipes.teacher` set whose targets are a peer's output, or a list of such
+            folders (their pairs pooled, each pair drawn alike).
         p_pairs: share of the training items drawn from `pairs` (a random one, a random
             segment of it) instead of degraded from `clean`.
     """
@@ -60,7 +61,7 @@ class DataConfig:
     speed_perturb: float = 0.0
     clean_highpass_hz: float = 0.0
     targets: str | None = None
-    pairs: str | None = None
+    pairs: str | tuple[str, ...] | None = None
     p_pairs: float = 0.0
 
     def __post_init__(self) -> None:

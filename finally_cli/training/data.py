@@ -411,7 +411,10 @@ def pair_dataset(
                 f"data.targets: needs exactly one data.clean folder (got {len(data.clean)})"
             )
         targets = target_clips(clean, Path(data.clean[0]), Path(data.targets))
-    pairs = fixed_pairs(Path(data.pairs)) if data.pairs and data.p_pairs > 0 else None
+    pairs = None
+    if data.pairs and data.p_pairs > 0:
+        folders = (data.pairs,) if isinstance(data.pairs, str) else data.pairs
+        pairs = [pair for folder in folders for pair in fixed_pairs(Path(folder))]
     return PairDataset(
         clean,
         degrader,
