@@ -297,3 +297,48 @@ def test_quieten_lowers_the_floor_of_hissy_recordings_and_keeps_their_speech(
     with pytest.raises(SystemExit, match="outside the input"):
         quieten.quieten_folder(source, source / "quiet")
     assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_babble_recipe_mixes_several_training_talkers_and_resumes(tmp_path: Path) -> None:
+    """Each clip sums 3–8 talkers drawn from the given folder only, at the asked length; a
+    rebuild keeps what exists and clip i does not depend on how many were asked for; a
+    foreign folder, a folder inside the speech and a changed seed are refused."""
+    import pytest
+
+    from finally_cli.training.recipes import babble
+
+    clean = tmp_path / "train"
+    for i in range(10):
+        (clean / f"v{i}").mkdir(parents=True)
+        sf.write(str(clean / f"v{i}" / "w.wav"), speechlike(1.0, 16000, seed=i), 16000)
+    out = tmp_path / "babble"
+    assert babble.build(clean, out, count=2, seconds=3.0, seed=5) == 2
+    report = json.loads((out / "babble.json").read_text())
+    for name in ("babble_0000.flac", "babble_0001.flac"):
+        audio, rate = sf.read(str(out / name))
+        assert rate == 48000 and audio.size == 3 * 48000
+        assert abs(np.abs(audio).max() - 0.5) < 1e-3
+        talkers = report["clips"][name]
+        assert 3 <= len(talkers) <= 8
+        assert all(Path(f).is_relative_to(clean.resolve()) for t in talkers for f in t)
+        # talkers overlap: the mix is rarely silent (a single talker pauses between words)
+        frames = audio[: audio.size // 480 * 480].reshape(-1, 480)
+        assert np.mean(np.sqrt(np.mean(frames**2, 1)) < 0.01) < 0.1
+    first = sf.read(str(out / "babble_0000.flac"))[0]
+    stamp = (out / "babble_0000.flac").stat().st_mtime_ns
+    assert babble.build(clean, out, count=3, seconds=3.0, seed=5) == 1  # only the new one
+    assert (out / "babble_0000.flac").stat().st_mtime_ns == stamp
+    other = tmp_path / "other"
+    babble.build(clean, other, count=1, seconds=3.0, seed=5)
+    assert np.array_equal(sf.read(str(other / "babble_0000.flac"))[0], first)
+
+    with pytest.raises(SystemExit, match="another seed"):
+        babble.build(clean, out, count=3, seconds=3.0, seed=6)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="not empty"):
+        babble.build(clean, foreign)
+    with pytest.raises(SystemExit, match="outside the speech"):
+        babble.build(clean, clean / "babble")
+    assert (foreign / "notes.txt").read_text() == "mine"
