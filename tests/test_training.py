@@ -885,3 +885,58 @@ def test_sigkill_resume_continues_exactly(tmp_path: Path, clean_dir: Path) -> No
     for step in range(4, 9):
         for key in ("loss_g", "loss_d"):
             assert resumed[step][key] == pytest.approx(ref[step][key], abs=1e-5), (step, key)
+
+
+def test_blend_grows_a_base_without_the_runs_magnitude_bins(tmp_path: Path) -> None:
+    """A run grown by magnitude input bins (and a residual layer) from a model without them
+    blends with that model: blend 0 computes exactly the base's output, blend ½ halves the
+    new bins' weights; a base with more bins than the run is refused."""
+    from dataclasses import replace
+
+    from finally_cli.errors import CheckpointError
+    from finally_cli.models.config import preset
+    from finally_cli.models.hub import create_model, save_model
+    from finally_cli.training.export import _blend
+
+    small = preset("finally-small")
+    small = replace(small, upsample_wave_unet=replace(small.upsample_wave_unet, enabled=False))
+    base = create_model(small, seed=1).eval()
+    save_model(base, tmp_path / "base")
+    restorer = replace(small.spectral_restorer, residual_gru_layers=1, magnitude_bins=16)
+    grown = replace(small, spectral_restorer=restorer)
+
+    def trained() -> torch.nn.Module:
+        run = create_model(grown, seed=2)
+        state = run.state_dict()
+        for name, value in base.state_dict().items():
+            if state[name].shape == value.shape:
+                state[name] = value.clone()
+            else:  # the encoder's input layer: old channels kept, new ones at zero
+                state[name] = torch.zeros_like(state[name])
+                state[name][:, : value.shape[1]] = value
+        run.load_state_dict(state)
+        with torch.no_grad():
+            for parameter in run.parameters():
+                parameter.add_(0.01 * torch.randn_like(parameter))
+        return run.eval()
+
+    encoder = "spectral_restorer.encoder.0.weight"
+    old_inputs = base.state_dict()[encoder].shape[1]
+    run = trained()
+    before = run.state_dict()[encoder].clone()
+    _blend(run, tmp_path / "base", 0.5)
+    after = run.state_dict()[encoder]
+    assert after.shape[1] == old_inputs + 16
+    assert torch.allclose(after[:, old_inputs:], 0.5 * before[:, old_inputs:])
+    waveform = torch.from_numpy(speechlike(1.0, 16000, seed=3)).float().view(1, 1, -1)
+    run = trained()
+    _blend(run, tmp_path / "base", 0.0)
+    with torch.no_grad():
+        assert torch.allclose(run(waveform), base(waveform), atol=1e-5)
+    save_model(create_model(grown), tmp_path / "bigger")
+    with pytest.raises(CheckpointError, match="another architecture"):
+        _blend(
+            create_model(replace(grown, spectral_restorer=replace(restorer, magnitude_bins=8))),
+            tmp_path / "bigger",
+            0.5,
+        )

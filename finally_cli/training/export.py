@@ -94,13 +94,16 @@ INFERENCE_ONLY = (
 )
 
 
+GROWN = ("residual_gru_layers", "magnitude_bins")  # what `init_from` may add to a base
+
+
 def _architecture(config: dict) -> dict:
-    """A model config without the inference-only restorer settings and the residual GRU
-    layer count (a grown base is matched separately)."""
+    """A model config without the inference-only restorer settings, the residual GRU layer
+    count and the magnitude input bins (a grown base is matched separately)."""
     restorer = {
         k: v
         for k, v in config.get("spectral_restorer", {}).items()
-        if k not in INFERENCE_ONLY and k != "residual_gru_layers"
+        if k not in INFERENCE_ONLY and k not in GROWN
     }
     return {**config, "spectral_restorer": restorer}
 
@@ -108,23 +111,27 @@ def _architecture(config: dict) -> dict:
 def _blend(generator, base_dir: Path, blend: float) -> None:  # noqa: ANN001
     """generator ← base + blend · (generator − base), in place.
 
-    The base may have fewer residual GRU layers than the run (the run grew them with
-    `init_from`): it is grown the same way first — each new layer's projection at zero, so
-    the grown base computes exactly what the base did, and the new layer's own GRU weights,
-    which that output does not depend on, taken from the run. The blend then scales what the
-    new layers add by `blend`."""
+    The base may have fewer residual GRU layers or magnitude input bins than the run (the
+    run grew them with `init_from`): it is grown the same way first — each new layer's
+    projection and each new input bin's weights at zero, so the grown base computes exactly
+    what the base did, and the new layer's own GRU weights, which that output does not depend
+    on, taken from the run. The blend then scales what the new layers and bins add by
+    `blend`."""
     import torch
 
     from finally_cli.models.hub import read_config
     from finally_cli.training.checkpoint import read_tensors
+    from finally_cli.training.model_setup import _grown_inputs
 
     if not (base_dir / "model.safetensors").is_file():
         raise CheckpointError(f"--blend-from {base_dir}: not a model folder (no model.safetensors)")
     base_config = read_config(base_dir).to_dict()
     own_config = generator.config.to_dict()
-    base_layers = base_config.get("spectral_restorer", {}).get("residual_gru_layers", 0)
-    own_layers = own_config.get("spectral_restorer", {}).get("residual_gru_layers", 0)
-    if _architecture(base_config) != _architecture(own_config) or base_layers > own_layers:
+    base_restorer = base_config.get("spectral_restorer", {})
+    own_restorer = own_config.get("spectral_restorer", {})
+    base_layers = base_restorer.get("residual_gru_layers", 0)
+    shrunk = any(base_restorer.get(k, 0) > own_restorer.get(k, 0) for k in GROWN)
+    if _architecture(base_config) != _architecture(own_config) or shrunk:
         raise CheckpointError(f"--blend-from {base_dir}: another architecture than the run's model")
     base = read_tensors(base_dir, "model")
     state = generator.state_dict()
@@ -141,6 +148,7 @@ def _blend(generator, base_dir: Path, blend: float) -> None:  # noqa: ANN001
         if grown:
             projection = parts[-3] == "residual_projections"
             base[name] = torch.zeros_like(value) if projection else value.clone()
+    base.update(_grown_inputs(state, base))  # new input bins: zero weights, as `init_from`
     if set(base) != set(state) or any(base[k].shape != state[k].shape for k in state):
         raise CheckpointError(f"--blend-from {base_dir}: its weights do not match the run's model")
     with torch.no_grad():
