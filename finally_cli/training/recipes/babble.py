@@ -26,17 +26,7 @@ import numpy as np
 import soundfile as sf
 
 from finally_cli.audio.files import find_audio
-
-RATE = 48000
-
-
-def read(path: Path) -> np.ndarray:
-    """Mono float64 at 48 kHz."""
-    import soxr
-
-    audio, rate = sf.read(str(path), dtype="float64", always_2d=True)
-    audio = audio.mean(axis=1)
-    return soxr.resample(audio, rate, RATE) if rate != RATE else audio
+from finally_cli.training.recipes.offline import RATE, read48
 
 
 def talker(files: list[Path], rng: np.random.Generator, samples: int) -> tuple[np.ndarray, list]:
@@ -45,7 +35,7 @@ def talker(files: list[Path], rng: np.random.Generator, samples: int) -> tuple[n
     parts, used, length = [], [], 0
     while length < samples:
         path = files[rng.integers(len(files))]
-        audio = read(path)
+        audio = read48(path)
         active = np.flatnonzero(np.abs(audio) > 0.01 * (np.abs(audio).max() + 1e-12))
         if active.size == 0:
             continue
