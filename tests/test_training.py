@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from finally_cli.audio.mixing import mix_at_snr
 from finally_cli.cli.app import app
+from finally_cli.errors import ConfigError
 from finally_cli.models.discriminators import MultiScaleSTFTDiscriminator
 from finally_cli.training import degradations as deg
 from finally_cli.training.losses import LMOSLoss, discriminator_loss, generator_loss
@@ -141,6 +142,38 @@ def test_stationary_noise_share_follows_p_stationary() -> None:
     noisy, _ = plain(clean, np.random.default_rng(0))
     residual = np.abs(np.fft.rfft(noisy - clean))
     assert residual.argmax() == 440
+
+
+def test_noise_speed_and_eq_vary_a_recorded_noise() -> None:
+    """`noise_speed` plays a recorded noise faster or slower (a 1 kHz hum moves within ±20 %,
+    to a different pitch per draw) and `p_noise_eq` recolours it; the clean speech is untouched
+    and the mix keeps its length."""
+    clean = speechlike(1.0, 48000)[:, 0].astype(np.float64)
+    tone = np.sin(2 * np.pi * 1000 * np.arange(3 * 48000) / 48000)
+    only = deg.DegradationConfig(
+        p_clean=0, p_noise=1, p_room=0, p_mic=0, p_codec=0, p_bandlimit=0, p_clip=0, p_gain=0
+    )
+    fast = deg.Degrader(dataclasses.replace(only, noise_speed=0.2), deg.Sources(noises=[tone]))
+    peaks = []
+    for seed in range(6):
+        noisy, _ = fast(clean, np.random.default_rng(seed))
+        assert noisy.shape == clean.shape
+        peaks.append(np.abs(np.fft.rfft(noisy - clean)).argmax())  # 1 Hz bins
+    assert all(790 <= peak <= 1210 for peak in peaks)
+    assert np.ptp(peaks) > 40
+    white = np.random.default_rng(1).standard_normal(3 * 48000)
+    plain = deg.Degrader(only, deg.Sources(noises=[white]))
+    coloured = deg.Degrader(dataclasses.replace(only, p_noise_eq=1.0), deg.Sources(noises=[white]))
+
+    def band_levels(degrader: deg.Degrader) -> np.ndarray:
+        residual = degrader(clean, np.random.default_rng(3))[0] - clean
+        power = np.abs(np.fft.rfft(residual)) ** 2
+        return 10 * np.log10([power[f : f + 500].mean() for f in range(200, 16000, 500)])
+
+    assert np.ptp(band_levels(plain)) < 1.5  # white stays flat
+    assert np.ptp(band_levels(coloured)) > 4
+    with pytest.raises(ConfigError, match="noise_speed"):
+        deg.DegradationConfig(noise_speed=1.0)
 
 
 # -- discriminator and losses --------------------------------------------------------------

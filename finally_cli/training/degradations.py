@@ -34,6 +34,8 @@ class DegradationConfig:
     snr_db: tuple[float, float] = (-5.0, 20.0)
     p_second_noise: float = 0.0
     p_stationary: float = 0.0
+    p_noise_eq: float = 0.0
+    noise_speed: float = 0.0
     p_room: float = 0.6
     p_mic: float = 0.4
     rt60_seconds: tuple[float, float] = (0.2, 1.0)
@@ -53,6 +55,7 @@ class DegradationConfig:
             "p_noise",
             "p_second_noise",
             "p_stationary",
+            "p_noise_eq",
             "p_room",
             "p_mic",
             "p_codec",
@@ -63,6 +66,8 @@ class DegradationConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"degradation.{name}={value}: must be within [0, 1]")
+        if not 0.0 <= self.noise_speed < 1.0:
+            raise ConfigError(f"degradation.noise_speed={self.noise_speed}: must be within [0, 1)")
         unknown = set(self.codecs) - set(CODECS)
         if unknown:
             raise ConfigError(f"degradation.codecs: unknown {sorted(unknown)}")
@@ -134,8 +139,11 @@ def unit_energy(ir: np.ndarray) -> np.ndarray:
     return ir if energy <= 0 else (ir / np.sqrt(energy)).astype(ir.dtype, copy=False)
 
 
-def random_eq(rng: np.random.Generator, audio: np.ndarray) -> np.ndarray:
+def random_eq(rng: np.random.Generator, audio: np.ndarray, highpass: bool = True) -> np.ndarray:
     """A cheap-microphone colouration: 3 random peaking biquads plus a gentle high-pass.
+
+    With `highpass` False only the peaking biquads (a recorded noise recoloured: its rumble
+    is kept).
 
     Only the chain's magnitude response is applied (zero phase): a restorer can learn to undo
     a colouration, but a random phase turn of the low band (the high-pass turns 90° at its
@@ -153,7 +161,8 @@ def random_eq(rng: np.random.Generator, audio: np.ndarray) -> np.ndarray:
         b = [1 + alpha * a, -2 * np.cos(w0), 1 - alpha * a]
         den = [1 + alpha / a, -2 * np.cos(w0), 1 - alpha / a]
         sections.append(np.concatenate([b, den]) / den[0])
-    sections.extend(signal.butter(2, rng.uniform(60, 300), "highpass", fs=RATE, output="sos"))
+    if highpass:
+        sections.extend(signal.butter(2, rng.uniform(60, 300), "highpass", fs=RATE, output="sos"))
     size = audio.size + 2 * EQ_PAD
     freqs = np.fft.rfftfreq(size, 1 / RATE)
     response = np.abs(signal.sosfreqz(np.array(sections), worN=freqs, fs=RATE)[1])
@@ -246,21 +255,40 @@ class Degrader:
         if self.config.p_stationary and rng.random() < self.config.p_stationary:
             noise = stationary_noise(rng, audio.size)
         elif self.sources.noises:
-            noise = self.sources.noises[rng.integers(len(self.sources.noises))]
-            start = rng.integers(0, max(1, noise.size - audio.size))
-            noise = noise[start : start + audio.size]
+            noise = self._recorded(audio.size, rng)
         else:
             noise = synthetic_noise(rng, audio.size)
         if self.sources.noises and rng.random() < self.config.p_second_noise:
             # Two scenes at once (traffic under music, wind over a crowd), the second 0-10 dB
             # below the first; the SNR is of the sum.
-            other = self.sources.noises[rng.integers(len(self.sources.noises))]
-            start = rng.integers(0, max(1, other.size - audio.size))
-            other = np.resize(other[start : start + audio.size], audio.size)
+            other = np.resize(self._recorded(audio.size, rng), audio.size)
             noise = np.resize(noise, audio.size)
             scale = np.sqrt(np.mean(noise**2) / max(np.mean(other**2), 1e-12))
             noise = noise + other * scale * 10 ** (-rng.uniform(0, 10) / 20)
         return mix_at_snr(audio, noise, snr), f"noise{snr:.0f}dB"
+
+    def _recorded(self, samples: int, rng: np.random.Generator) -> np.ndarray:
+        """`samples` of a random recorded noise from a random start, varied when asked.
+
+        `noise_speed` s plays the clip at a speed from [1 − s, 1 + s] (its spectrum and tempo
+        shift together: an engine or a fan at another speed), and `p_noise_eq` recolours that
+        share of the clips with 3 random peaking filters of ±12 dB, so a few hundred recordings
+        stand for many more scenes (docs/training.md item 24). The draws are skipped when off,
+        so configurations without them keep their streams.
+        """
+        noise = self.sources.noises[rng.integers(len(self.sources.noises))]
+        speed = 1.0
+        if self.config.noise_speed:
+            speed = rng.uniform(1 - self.config.noise_speed, 1 + self.config.noise_speed)
+        wanted = int(np.ceil(samples * speed)) if speed != 1.0 else samples
+        start = rng.integers(0, max(1, noise.size - wanted))
+        noise = noise[start : start + wanted]
+        if speed != 1.0:
+            # Read as if recorded at speed · rate, so resampling to RATE plays it faster.
+            noise = soxr.resample(noise, RATE * speed, RATE)[:samples]
+        if self.config.p_noise_eq and rng.random() < self.config.p_noise_eq:
+            noise = random_eq(rng, noise, highpass=False)
+        return noise
 
     def _room(self, audio: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
         if self.sources.rooms:
