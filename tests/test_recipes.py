@@ -43,8 +43,9 @@ def test_offline_recipe_splits_by_language(tmp_path: Path) -> None:
 
 
 def test_more_sources_split_by_voice_and_leave_speech_out_of_noise(tmp_path: Path) -> None:
-    """ktuberling: lt → validation, el (the test language) never used; Asterisk: ru →
-    validation; noise beds: 30 s each, every package by duration, speech folders skipped."""
+    """ktuberling: lt → validation, el (the test language) never used; Fish Fillets: nl →
+    validation, effects and lines over music left out; Asterisk: ru → validation; noise beds:
+    30 s each, every package by duration, speech folders skipped."""
     import shutil
     import subprocess
 
@@ -72,6 +73,18 @@ def test_more_sources_split_by_voice_and_leave_speech_out_of_noise(tmp_path: Pat
     assert len(beds) == report[0]["beds"] == 3  # 71 s + gaps: two full beds and the rest
     assert all(sf.info(str(b)).samplerate == 48000 for b in beds)
     assert sf.info(str(beds[0])).duration == 30.0
+
+    lines = tmp_path / "fillets"
+    for folder in ("city/cs", "city/nl", "share/borejokes/en", "viking1/cs"):
+        (lines / folder).mkdir(parents=True)
+    for name in ("city/cs/vit-m-hlava.ogg", "city/nl/vit-m-hlava.ogg",
+                 "share/borejokes/en/ob-v-jit1.ogg", "viking1/cs/d1-1-hudba2.ogg",
+                 "city/bubbles.ogg"):  # fmt: skip
+        sf.write(str(lines / name), speechlike(0.8, 22050, seed=2), 22050)
+    assert sources.collect_fillets(out, lines) == {"train": 2, "validation": 1}
+    assert (out / "clean" / "train" / "fillets_en" / "share__borejokes__ob-v-jit1.ogg").exists()
+    assert (out / "clean" / "validation" / "fillets_nl" / "city__vit-m-hlava.ogg").exists()
+    assert not list(out.rglob("*hudba*")) and not list(out.rglob("*bubbles*"))
 
     if shutil.which("ffmpeg") is None:
         return

@@ -211,6 +211,7 @@ def build(
         extra = {
             "ktuberling": sources.collect_ktuberling(out),
             "asterisk": sources.collect_asterisk(out),
+            "fillets": sources.collect_fillets(out),
             "real_noise": sources.build_noise_beds(out, rng),
         }
     summary = {
@@ -252,7 +253,8 @@ def _readme(summary: dict) -> str:
     if "ktuberling" in summary:
         lines += [
             f"ktuberling words: {summary['ktuberling']}; Asterisk prompts: "
-            f"{summary['asterisk']} (split by voice; see recipes/sources.py).",
+            f"{summary['asterisk']}; Fish Fillets dialogue lines (GPL-2): "
+            f"{summary.get('fillets', {})} (split by voice; see recipes/sources.py).",
             "",
             "| real noise: package | folder | licence | files | seconds | 30 s beds |",
             "|---|---|---|---|---|---|",

@@ -1,4 +1,5 @@
-"""More offline data: ktuberling words, Asterisk prompts and real noise from Debian packages.
+"""More offline data: ktuberling words, Asterisk prompts, Fish Fillets dialogue and real noise
+from Debian packages.
 
 Each source is optional: a package that is not installed is skipped and reported as 0 in the
 summary. Speech is split by voice (one speaker set per language folder): the test split is
@@ -21,11 +22,18 @@ from finally_cli.training.recipes.offline import link
 RATE = 48000
 KTUBERLING = Path("/usr/share/ktuberling/sounds")
 ASTERISK = Path("/usr/share/asterisk/sounds")
+FILLETS = Path("/usr/share/games/fillets-ng/sound")
 # Languages (ktuberling) and voices (Asterisk) kept for validation; the rest train. Greek is the
 # test language of the whole recipe, so ktuberling's Greek words are left out entirely.
 KTUBERLING_VALIDATION = {"lt", "nl"}
 KTUBERLING_EXCLUDED = {"el"}
 ASTERISK_VALIDATION = {"ru"}
+# Fish Fillets NG's spoken dialogue (fillets-ng-data: English; -cs: Czech, ≈ 106 min; -nl:
+# Dutch, ≈ 90 min; GPL-2): acted lines of two main voices and a few dozen side characters,
+# Vorbis at 22.05/44.1 kHz. Dutch is a validation language of the recipe, so it validates;
+# lines over music ("hudba") are left out.
+FILLETS_LANGUAGES = {"cs": "train", "en": "train", "nl": "validation"}
+FILLETS_SKIP = re.compile(r"hudba", re.I)
 
 # Real noise: (package, folder, licence). Folders are searched recursively; paths matching
 # SPEECHY are skipped (unit acknowledgements, announcers, cockpit call-outs are speech).
@@ -122,6 +130,23 @@ def collect_asterisk(out: Path, root: Path = ASTERISK, workers: int = 2) -> dict
         for split in pool.map(one, jobs):
             if split:
                 counts[split] = counts.get(split, 0) + 1
+    return counts
+
+
+def collect_fillets(out: Path, root: Path = FILLETS) -> dict[str, int]:
+    """Link the dialogue lines (sound/<level>/<lang>/*.ogg) into
+    out/clean/<split>/fillets_<lang>/<level>__<name>; counts per split."""
+    counts: dict[str, int] = {}
+    if not root.is_dir():
+        return counts
+    for path in sorted(root.rglob("*.ogg")):
+        split = FILLETS_LANGUAGES.get(path.parent.name)
+        if split is None or FILLETS_SKIP.search(path.name):
+            continue  # sound effects (no language folder) and lines over music
+        level = "__".join(path.parent.relative_to(root).parts[:-1])
+        target = out / "clean" / split / f"fillets_{path.parent.name}" / f"{level}__{path.name}"
+        link(path, target)
+        counts[split] = counts.get(split, 0) + 1
     return counts
 
 
