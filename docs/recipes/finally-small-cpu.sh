@@ -15,7 +15,7 @@
 #     asterisk-core-sounds-{en,es,fr,it,ru}-g722 asterisk-moh-opsound-g722 espeak-ng ffmpeg \
 #     flightgear-data-base megaglest-data hedgewars-data colobot-common-sounds lincity-ng-data \
 #     freedroidrpg-data extremetuxracer-data boswars-data bucklespring-data redeclipse-data \
-#     torcs-data fillets-ng-data fillets-ng-data-cs fillets-ng-data-nl
+#     torcs-data
 set -euo pipefail
 WORK=${1:-work}
 mkdir -p "$WORK"

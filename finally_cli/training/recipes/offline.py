@@ -190,8 +190,12 @@ def build(
     rooms: int = 100,
     tts: int = 0,
     more: bool = True,
+    fillets: bool = False,
 ) -> dict:
-    """Build the whole data set into `out`; returns the summary written to summary.json."""
+    """Build the whole data set into `out`; returns the summary written to summary.json.
+
+    `fillets` adds Fish Fillets NG's dialogue (opt-in: measured to cost noise removal,
+    docs/training.md item 24)."""
     if not root.is_dir():
         raise SystemExit(
             f"{root}: not found; install it with `apt install tuxpaint-stamps-default`"
@@ -211,9 +215,10 @@ def build(
         extra = {
             "ktuberling": sources.collect_ktuberling(out),
             "asterisk": sources.collect_asterisk(out),
-            "fillets": sources.collect_fillets(out),
             "real_noise": sources.build_noise_beds(out, rng),
         }
+        if fillets:
+            extra["fillets"] = sources.collect_fillets(out)
     summary = {
         "seed": seed,
         "speech": speech,
@@ -254,7 +259,7 @@ def _readme(summary: dict) -> str:
         lines += [
             f"ktuberling words: {summary['ktuberling']}; Asterisk prompts: "
             f"{summary['asterisk']}; Fish Fillets dialogue lines (GPL-2): "
-            f"{summary.get('fillets', {})} (split by voice; see recipes/sources.py).",
+            f"{summary.get('fillets', 'not taken')} (split by voice; see recipes/sources.py).",
             "",
             "| real noise: package | folder | licence | files | seconds | 30 s beds |",
             "|---|---|---|---|---|---|",
@@ -287,6 +292,11 @@ def main() -> None:
         action="store_true",
         help="only tuxpaint + synthetic (skip ktuberling, Asterisk and real-noise packages)",
     )
+    parser.add_argument(
+        "--fillets",
+        action="store_true",
+        help="also Fish Fillets NG's dialogue (fillets-ng-data{,-cs,-nl}; costs noise removal)",
+    )
     args = parser.parse_args()
     summary = build(
         args.output,
@@ -296,6 +306,7 @@ def main() -> None:
         rooms=args.rooms,
         tts=args.tts,
         more=not args.no_more,
+        fillets=args.fillets,
     )
     print(json.dumps(summary, indent=2))
 

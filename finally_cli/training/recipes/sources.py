@@ -31,7 +31,9 @@ ASTERISK_VALIDATION = {"ru"}
 # Fish Fillets NG's spoken dialogue (fillets-ng-data: English; -cs: Czech, ≈ 106 min; -nl:
 # Dutch, ≈ 90 min; GPL-2): acted lines of two main voices and a few dozen side characters,
 # Vorbis at 22.05/44.1 kHz. Dutch is a validation language of the recipe, so it validates;
-# lines over music ("hudba") are left out.
+# lines over music ("hudba") are left out. Opt-in (`offline --fillets`): trained on, it cost
+# noise removal (docs/training.md item 24); their floors are no lower than the home
+# recordings' (median 35 dB under the speech, a tenth of the lines within 20 dB).
 FILLETS_LANGUAGES = {"cs": "train", "en": "train", "nl": "validation"}
 FILLETS_SKIP = re.compile(r"hudba", re.I)
 
