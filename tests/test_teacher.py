@@ -106,6 +106,55 @@ def test_several_teachers_give_the_mean_of_their_outputs(
     assert (out / "manifest.csv").is_file()
 
 
+def test_geometric_combination_keeps_what_both_keep_and_drops_what_either_drops() -> None:
+    """Two peers keep the same tone and each leaves a different noise band: the geometric
+    combination keeps the tone at its level and takes both bands > 20 dB under where the mean
+    leaves them; one teacher is passed through; an unknown rule is refused."""
+    from scipy import signal
+
+    rate, rng = 48000, np.random.default_rng(0)
+    t = np.arange(2 * rate) / rate
+    tone = 0.3 * np.sin(2 * np.pi * 440 * t)
+    low = signal.sosfilt(signal.butter(6, [2500, 3500], "bandpass", fs=rate, output="sos"),
+                         rng.standard_normal(t.size))  # fmt: skip
+    high = signal.sosfilt(signal.butter(6, [7000, 9000], "bandpass", fs=rate, output="sos"),
+                          rng.standard_normal(t.size))  # fmt: skip
+    first, second = tone + 0.1 * low, tone + 0.1 * high
+    mean = teacher.combine_outputs([first, second], "mean")
+    geometric = teacher.combine_outputs([first, second], "geometric")
+    assert geometric.shape == first.shape
+
+    def level(x: np.ndarray, lo: float, hi: float) -> float:
+        power = np.abs(np.fft.rfft(x[rate // 4 : -rate // 4])) ** 2
+        freqs = np.fft.rfftfreq(x.size - rate // 2, 1 / rate)
+        return 10 * np.log10(power[(freqs >= lo) & (freqs < hi)].sum())
+
+    assert abs(level(geometric, 430, 450) - level(tone, 430, 450)) < 1.0
+    for lo, hi in ((2700, 3300), (7500, 8500)):
+        assert level(geometric, lo, hi) < level(mean, lo, hi) - 20
+    assert np.array_equal(teacher.combine_outputs([first], "geometric"), first)
+    with pytest.raises(ValueError, match="median"):
+        teacher.combine_outputs([first, second], "median")
+
+
+def test_a_resume_with_another_combination_is_refused(
+    tmp_path: Path, pool: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OUT/teacher.json records the teachers and the rule; a second run with another rule
+    stops with one line and writes nothing."""
+    from finally_cli.evaluation import baselines
+
+    monkeypatch.setitem(baselines.RUNNERS, "input", lambda audio, rate: (audio, rate))
+    monkeypatch.setitem(baselines.RUNNERS, "noisereduce", lambda audio, rate: (audio, rate))
+    out = tmp_path / "geo"
+    args = [str(pool), "-o", str(out), "--teacher", "input", "--teacher", "noisereduce"]
+    assert teacher.main([*args, "--combine", "geometric"]) == 0
+    written = {p.name: p.stat().st_mtime_ns for p in (out / "clean").iterdir()}
+    with pytest.raises(SystemExit, match="geometric"):
+        teacher.main(args)
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "clean").iterdir()} == written
+
+
 def test_data_pairs_mix_fixed_pairs_into_the_stream(tmp_path: Path, clean_dir: Path) -> None:
     """With data.p_pairs = 1 every item is a segment of one of the fixed pairs, input and target
     from the same frames with the same gain; with 0.5 about half are; a bad folder is one

@@ -22,12 +22,18 @@ OUT/clean are kept.
 Several teachers give the mean of their outputs as the target. Peers err in different ways
 (DeepFilterNet3 removes more noise and smears near-clean speech, DTLN keeps more of both), and
 on 80 pool pairs the mean of those two scored WB-PESQ 2.004 against the clean speech where
-DeepFilterNet3 alone scored 1.966.
+DeepFilterNet3 alone scored 1.966. The mean keeps whatever noise either peer leaves, though:
+`--combine geometric` takes instead, per STFT cell, the geometric mean of the peers' magnitudes
+(with the phase of their sum), so a cell is quiet when either peer made it quiet. On the test
+split's DeepFilterNet3 and DTLN outputs that combination scored DNSMOS OVRL 2.51 / WB-PESQ 2.16
+against the mean's 2.47 / 2.26 (docs/training.md item 24). OUT/teacher.json records the
+teachers and the combination, and a resume with others is refused.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -39,13 +45,43 @@ from finally_cli.audio.files import atomic_path
 
 GAP_SECONDS = 0.5  # silence between joined files: the peers' states settle within it
 RATE = 48000  # prepare-val's rate (degradations.RATE, whose module imports torch)
+COMBINE_FFT, COMBINE_HOP = 1536, 384  # 32 ms / 8 ms at 48 kHz
+
+
+def combine_outputs(outputs: list[np.ndarray], how: str = "mean") -> np.ndarray:
+    """One target from several teachers' equally long outputs: their mean ("mean"), or per
+    STFT cell the geometric mean of their magnitudes with the phase of their sum
+    ("geometric")."""
+    if how == "mean" or len(outputs) == 1:
+        return np.mean(outputs, axis=0)
+    if how != "geometric":
+        raise ValueError(f"combine: {how!r} is not 'mean' or 'geometric'")
+    from scipy import signal
+
+    def stft(x: np.ndarray) -> np.ndarray:
+        return signal.stft(x, nperseg=COMBINE_FFT, noverlap=COMBINE_FFT - COMBINE_HOP)[2]
+
+    spectra = [stft(np.asarray(x, np.float64)) for x in outputs]
+    magnitude = np.exp(np.mean([np.log(np.abs(z) + 1e-12) for z in spectra], axis=0))
+    total = np.sum(spectra, axis=0)
+    phase = total / np.maximum(np.abs(total), 1e-12)
+    joined = signal.istft(
+        magnitude * phase, nperseg=COMBINE_FFT, noverlap=COMBINE_FFT - COMBINE_HOP
+    )
+    audio = joined[1][: outputs[0].size]
+    return np.pad(audio, (0, outputs[0].size - audio.size)).astype(np.float32)
 
 
 def teach(
-    pool: Path, out: Path, teacher: str | list[str], per_call: int = 64, show: bool = True
+    pool: Path,
+    out: Path,
+    teacher: str | list[str],
+    per_call: int = 64,
+    show: bool = True,
+    combine: str = "mean",
 ) -> tuple[int, int]:
-    """Write OUT from POOL with `teacher`'s outputs (the mean of several teachers' outputs) as
-    targets. Returns (written, kept)."""
+    """Write OUT from POOL with `teacher`'s outputs (several teachers' outputs combined by
+    `combine_outputs`) as targets. Returns (written, kept)."""
     from tqdm import tqdm
 
     from finally_cli.evaluation.baselines import RUNNERS, check_baseline
@@ -58,8 +94,19 @@ def teach(
     names = sorted(p.name for p in (pool / "noisy").iterdir() if p.suffix == ".wav")
     if not names:
         raise SystemExit(f"{pool}/noisy: no .wav files (expected a prepare-val folder)")
+    record = {"teachers": teachers, "combine": combine if len(teachers) > 1 else "mean"}
+    if record["combine"] not in ("mean", "geometric"):
+        raise SystemExit(f"--combine {combine}: expected mean or geometric")
+    recorded = out / "teacher.json"
+    if recorded.is_file() and json.loads(recorded.read_text()) != record:
+        raise SystemExit(f"{out}: written with {recorded.read_text().strip()}, not {record}")
+    started = (out / "clean").is_dir() and any((out / "clean").iterdir())
+    if not recorded.is_file() and started and record["combine"] != "mean":
+        # Written before teacher.json existed, when every set was a mean.
+        raise SystemExit(f"{out}: holds mean targets (no teacher.json), not {record}")
     (out / "noisy").mkdir(parents=True, exist_ok=True)
     (out / "clean").mkdir(parents=True, exist_ok=True)
+    recorded.write_text(json.dumps(record) + "\n")
     todo = [n for n in names if not (out / "clean" / n).exists()]
     gap = np.zeros(int(GAP_SECONDS * RATE), np.float32)
     label = "+".join(teachers)
@@ -74,7 +121,7 @@ def teach(
             spans.append((offset, audio.size))
             offset += audio.size + gap.size
         joined = np.concatenate(pieces)
-        output = np.mean([_run(RUNNERS[name], joined) for name in teachers], axis=0)
+        output = combine_outputs([_run(RUNNERS[name], joined) for name in teachers], combine)
         for name, (begin, length) in zip(batch, spans):
             with atomic_path(out / "clean" / name) as tmp:
                 sf.write(str(tmp), output[begin : begin + length], RATE, "FLOAT", format="WAV")
@@ -106,13 +153,21 @@ def main(argv: list[str] | None = None) -> int:
         help="a `finally eval` baseline (default deepfilternet3); repeat for their mean",
     )
     parser.add_argument("--per-call", type=int, default=64, help="files joined per teacher call")
+    parser.add_argument(
+        "--combine",
+        choices=("mean", "geometric"),
+        default="mean",
+        help="several teachers: the mean of their outputs, or per STFT cell the geometric mean "
+        "of their magnitudes",
+    )
     args = parser.parse_args(argv)
     if not (args.pool / "manifest.csv").is_file():
         print(f"{args.pool}: not a prepare-val folder (no manifest.csv)", file=sys.stderr)
         return 2
     teachers = args.teacher or ["deepfilternet3"]
-    written, kept = teach(args.pool, args.output, teachers, args.per_call)
-    print(f"{args.output}: {written} targets written, {kept} kept ({' + '.join(teachers)})")
+    written, kept = teach(args.pool, args.output, teachers, args.per_call, combine=args.combine)
+    joined = f" {args.combine} of " if len(teachers) > 1 else ""
+    print(f"{args.output}: {written} targets written, {kept} kept ({joined}{' + '.join(teachers)})")
     return 0
 
 
