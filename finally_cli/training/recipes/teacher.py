@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     teachers = args.teacher or ["deepfilternet3"]
     written, kept = teach(args.pool, args.output, teachers, args.per_call, combine=args.combine)
-    joined = f" {args.combine} of " if len(teachers) > 1 else ""
+    joined = f"{args.combine} of " if len(teachers) > 1 else ""
     print(f"{args.output}: {written} targets written, {kept} kept ({joined}{' + '.join(teachers)})")
     return 0
 
