@@ -702,6 +702,21 @@ def test_export_blends_the_run_with_the_model_it_started_from(
     assert not (tmp_path / "bad").exists()
 
 
+def saved_small_base(folder: Path) -> tuple:
+    """finally-small's restorer (no 48 kHz block) with seed-1 weights, saved to `folder`: the
+    base a grown run blends back towards. Returns (config, model in eval mode)."""
+    from dataclasses import replace
+
+    from finally_cli.models.config import preset
+    from finally_cli.models.hub import create_model, save_model
+
+    small = preset("finally-small")
+    small = replace(small, upsample_wave_unet=replace(small.upsample_wave_unet, enabled=False))
+    base = create_model(small, seed=1).eval()
+    save_model(base, folder)
+    return small, base
+
+
 def test_blend_grows_a_base_without_the_runs_residual_layer(tmp_path: Path) -> None:
     """A run that grew a residual GRU layer (`init_from` a model without it) still blends
     with that model, and may carry inference-only settings the base lacks: the base is grown
@@ -711,14 +726,10 @@ def test_blend_grows_a_base_without_the_runs_residual_layer(tmp_path: Path) -> N
     from dataclasses import replace
 
     from finally_cli.errors import CheckpointError
-    from finally_cli.models.config import preset
     from finally_cli.models.hub import create_model, save_model
     from finally_cli.training.export import _blend
 
-    small = preset("finally-small")
-    small = replace(small, upsample_wave_unet=replace(small.upsample_wave_unet, enabled=False))
-    base = create_model(small, seed=1).eval()
-    save_model(base, tmp_path / "base")
+    small, base = saved_small_base(tmp_path / "base")
     restorer = replace(small.spectral_restorer, residual_gru_layers=1, mix_back=1.0)
     grown = replace(small, spectral_restorer=restorer)
 
@@ -927,14 +938,10 @@ def test_blend_grows_a_base_without_the_runs_magnitude_bins(tmp_path: Path) -> N
     from dataclasses import replace
 
     from finally_cli.errors import CheckpointError
-    from finally_cli.models.config import preset
     from finally_cli.models.hub import create_model, save_model
     from finally_cli.training.export import _blend
 
-    small = preset("finally-small")
-    small = replace(small, upsample_wave_unet=replace(small.upsample_wave_unet, enabled=False))
-    base = create_model(small, seed=1).eval()
-    save_model(base, tmp_path / "base")
+    small, base = saved_small_base(tmp_path / "base")
     restorer = replace(small.spectral_restorer, residual_gru_layers=1, magnitude_bins=16)
     grown = replace(small, spectral_restorer=restorer)
 

@@ -280,7 +280,7 @@ class Degrader:
         speed = 1.0
         if self.config.noise_speed:
             speed = rng.uniform(1 - self.config.noise_speed, 1 + self.config.noise_speed)
-        wanted = int(np.ceil(samples * speed)) if speed != 1.0 else samples
+        wanted = int(np.ceil(samples * speed))
         start = rng.integers(0, max(1, noise.size - wanted))
         noise = noise[start : start + wanted]
         if speed != 1.0:

@@ -58,16 +58,12 @@ def combine_outputs(outputs: list[np.ndarray], how: str = "mean") -> np.ndarray:
         raise ValueError(f"combine: {how!r} is not 'mean' or 'geometric'")
     from scipy import signal
 
-    def stft(x: np.ndarray) -> np.ndarray:
-        return signal.stft(x, nperseg=COMBINE_FFT, noverlap=COMBINE_FFT - COMBINE_HOP)[2]
-
-    spectra = [stft(np.asarray(x, np.float64)) for x in outputs]
+    window = {"nperseg": COMBINE_FFT, "noverlap": COMBINE_FFT - COMBINE_HOP}
+    spectra = [signal.stft(np.asarray(x, np.float64), **window)[2] for x in outputs]
     magnitude = np.exp(np.mean([np.log(np.abs(z) + 1e-12) for z in spectra], axis=0))
     total = np.sum(spectra, axis=0)
     phase = total / np.maximum(np.abs(total), 1e-12)
-    joined = signal.istft(
-        magnitude * phase, nperseg=COMBINE_FFT, noverlap=COMBINE_FFT - COMBINE_HOP
-    )
+    joined = signal.istft(magnitude * phase, **window)
     audio = joined[1][: outputs[0].size]
     return np.pad(audio, (0, outputs[0].size - audio.size)).astype(np.float32)
 
