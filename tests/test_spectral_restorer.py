@@ -281,6 +281,36 @@ def test_magnitude_features_grow_a_trained_model_without_changing_it(tmp_path: P
     assert features.shape[1] == 320 and torch.isfinite(features).all()
 
 
+def test_a_backward_gru_grows_a_trained_model_and_lets_a_frame_see_the_future(
+    tmp_path: Path,
+) -> None:
+    """`backward_gru_hidden` grown on a trained model (an overlay on init_from) starts from
+    exactly its output; once its projection has learnt, what comes later in the window
+    changes the output earlier on, beyond the 2 frames the input conv sees (a file is
+    enhanced in whole windows, so the model may look ahead)."""
+    trained = create_model(_small(False), seed=5).eval()
+    grown = _grown(trained, tmp_path, "spectral_restorer:\n  backward_gru_hidden: 16\n")
+    restorer = grown.spectral_restorer
+    assert restorer.backward_gru.hidden_size == 16
+    waveform = _speechy()
+    with torch.no_grad():
+        assert torch.equal(grown.eval()(waveform), trained(waveform))
+    grown.train()
+    torch.nn.functional.mse_loss(grown(waveform), _speechy() * 0.5).backward()
+    assert restorer.backward_projection.weight.grad.abs().sum() > 0  # the new layer learns
+    with torch.no_grad():
+        torch.nn.init.normal_(restorer.backward_projection.weight, std=1.0)
+        later = waveform.clone()
+        later[..., 12000:] = 0  # change only the last quarter
+        early = slice(0, 10000)  # ≥ 15 frames before the change
+        grown.eval()
+        trained_gap = (trained(waveform) - trained(later))[..., early].abs().max()
+        grown_gap = (grown(waveform) - grown(later))[..., early].abs().max()
+    assert trained_gap == 0 and grown_gap > 1e-4
+    with pytest.raises(ConfigError, match="backward_gru_hidden"):
+        SpectralRestorerConfig(enabled=True, backward_gru_hidden=-1)
+
+
 def test_compressed_spectral_loss_is_zero_at_the_target_and_grows_with_noise() -> None:
     from finally_cli.training.losses import CompressedSpectralLoss
 

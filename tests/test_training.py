@@ -717,12 +717,25 @@ def saved_small_base(folder: Path) -> tuple:
     return small, base
 
 
-def test_blend_grows_a_base_without_the_runs_residual_layer(tmp_path: Path) -> None:
-    """A run that grew a residual GRU layer (`init_from` a model without it) still blends
-    with that model, and may carry inference-only settings the base lacks: the base is grown
-    as `init_from` grows it (new projection at zero), so blend 0 computes exactly the base's
-    output, blend ½ halves what the new layer adds and interpolates the rest; a base with
-    more layers than the run is refused."""
+@pytest.mark.parametrize(
+    ("growth", "projection", "layer"),
+    [
+        (
+            {"residual_gru_layers": 1},
+            "residual_projections.0.weight",
+            "residual_grus.0.weight_hh_l0",
+        ),
+        ({"backward_gru_hidden": 8}, "backward_projection.weight", "backward_gru.weight_hh_l0"),
+    ],
+)
+def test_blend_grows_a_base_without_the_runs_new_layer(
+    tmp_path: Path, growth: dict, projection: str, layer: str
+) -> None:
+    """A run that grew a residual or a backward GRU layer (`init_from` a model without it)
+    still blends with that model, and may carry inference-only settings the base lacks: the
+    base is grown as `init_from` grows it (new projection at zero), so blend 0 computes
+    exactly the base's output, blend ½ halves what the new layer adds and interpolates the
+    rest; a base with more layers than the run is refused."""
     from dataclasses import replace
 
     from finally_cli.errors import CheckpointError
@@ -730,7 +743,7 @@ def test_blend_grows_a_base_without_the_runs_residual_layer(tmp_path: Path) -> N
     from finally_cli.training.export import _blend
 
     small, base = saved_small_base(tmp_path / "base")
-    restorer = replace(small.spectral_restorer, residual_gru_layers=1, mix_back=1.0)
+    restorer = replace(small.spectral_restorer, **growth, mix_back=1.0)
     grown = replace(small, spectral_restorer=restorer)
 
     def trained() -> torch.nn.Module:  # every weight moved away from the base, as training does
@@ -746,9 +759,8 @@ def test_blend_grows_a_base_without_the_runs_residual_layer(tmp_path: Path) -> N
     _blend(run, tmp_path / "base", 0.5)
     after, start = run.state_dict(), base.state_dict()
     prefix = "spectral_restorer."
-    projection = prefix + "residual_projections.0.weight"
+    projection, layer = prefix + projection, prefix + layer
     assert torch.allclose(after[projection], 0.5 * before[projection])
-    layer = prefix + "residual_grus.0.weight_hh_l0"
     assert torch.equal(after[layer], before[layer])
     head = prefix + "gain_head.weight"
     assert torch.allclose(after[head], 0.5 * (before[head] + start[head]), atol=1e-7)

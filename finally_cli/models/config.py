@@ -342,6 +342,7 @@ class SpectralRestorerConfig:
     mix_back_spike_to: float = 3.0
     mix_back_kept: float = 0.0
     postfilter_below: float = 0.0
+    backward_gru_hidden: int = 0
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -373,6 +374,11 @@ class SpectralRestorerConfig:
             raise ConfigError(
                 f"spectral_restorer.residual_gru_layers={self.residual_gru_layers}: "
                 "expected 0 to 16"
+            )
+        if not 0 <= self.backward_gru_hidden <= MAX_CHANNELS:
+            raise ConfigError(
+                f"spectral_restorer.backward_gru_hidden={self.backward_gru_hidden}: "
+                f"expected 0 (off) to {MAX_CHANNELS}"
             )
         if not 0 <= self.magnitude_bins <= self.n_fft // 2 + 1:
             raise ConfigError(

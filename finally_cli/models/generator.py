@@ -109,6 +109,7 @@ class FinallyGenerator(nn.Module):
             (sr.mix_back_spike_from, sr.mix_back_spike_to),
             sr.mix_back_kept,
             sr.postfilter_below,
+            backward_gru_hidden=sr.backward_gru_hidden,
         )
         uw = config.upsample_wave_unet
         if uw.enabled:

@@ -87,6 +87,13 @@ class SpectralRestorer(nn.Module):
             where it kept half of that or less. What a clean input loses in dents of the
             speech bands comes back; the hiss the model took out of pauses and empty bands
             stays out. 0 = the whole window alike.
+        backward_gru_hidden: when > 0, a GRU of this width that reads the stack's output
+            backwards in time (from the end of the window to its start) is added to it
+            through a projection that starts at zero, before the residual GRU layers: every
+            frame then sees the rest of the window, not only 2 frames ahead. Files are
+            enhanced in windows (10.24 s, 1 s cross-faded), so the look into the future is
+            free there; what it costs is one more GRU pass. As with `residual_gru_layers`, a
+            trained model grown by it (`init_from`) starts from exactly its output.
         postfilter_below: inference only: bands whose effective gain (restored over input
             level per ERB band and frame, smoothed over 3 frames) the model already put below
             this value are turned down further in proportion, gain · (gain / value), at
@@ -116,6 +123,7 @@ class SpectralRestorer(nn.Module):
         mix_back_spike: tuple[float, float] = (1.5, 3.0),
         mix_back_kept: float = 0.0,
         postfilter_below: float = 0.0,
+        backward_gru_hidden: int = 0,
     ) -> None:
         super().__init__()
         self.n_fft, self.hop = n_fft, hop
@@ -146,7 +154,12 @@ class SpectralRestorer(nn.Module):
         self.residual_projections = nn.ModuleList(
             nn.Linear(hidden, hidden) for _ in range(residual_gru_layers)
         )
-        for projection in self.residual_projections:
+        self.backward_gru = self.backward_projection = None
+        if backward_gru_hidden > 0:
+            self.backward_gru = nn.GRU(hidden, backward_gru_hidden, batch_first=True)
+            self.backward_projection = nn.Linear(backward_gru_hidden, hidden)
+        projections = [*self.residual_projections, self.backward_projection]
+        for projection in filter(None, projections):
             nn.init.zeros_(projection.weight)
             nn.init.zeros_(projection.bias)
         self.gain_head = nn.Linear(hidden, erb_bands)
@@ -288,6 +301,9 @@ class SpectralRestorer(nn.Module):
             features = self.features(spec)
         hidden_states = self.encoder(features)  # [batch, hidden, frames]
         hidden_states, _ = self.gru(hidden_states.transpose(1, 2))  # [batch, frames, hidden]
+        if self.backward_gru is not None:
+            reverse, _ = self.backward_gru(hidden_states.flip(1))
+            hidden_states = hidden_states + self.backward_projection(reverse.flip(1))
         for gru, projection in zip(self.residual_grus, self.residual_projections):
             hidden_states = hidden_states + projection(gru(hidden_states)[0])
         gains = self.max_gain * torch.sigmoid(self.gain_head(hidden_states).float())
