@@ -321,6 +321,27 @@ def test_compressed_spectral_loss_is_zero_at_the_target_and_grows_with_noise() -
     assert 0 < loss(clean + 0.01 * noise, clean) < loss(clean + 0.1 * noise, clean)
 
 
+def test_an_l1_spectral_loss_keeps_doubtful_speech_whole_where_mse_halves_it() -> None:
+    """A bin that is speech in 4 of 5 examples and silence in the fifth: the gain g on the
+    speech that minimises the squared compressed error is about 0.8^(1/0.3) ≈ 0.48 (−6 dB),
+    what the absolute error (`distance="l1"`) chooses is 1, the speech whole."""
+    from finally_cli.training.losses import CompressedSpectralLoss
+
+    clean = _speechy()
+    targets = torch.cat([clean, clean, clean, clean, torch.zeros_like(clean)])
+    gains = torch.linspace(0.2, 1.2, 51)
+
+    def best(distance: str) -> float:
+        loss = CompressedSpectralLoss(distance=distance)
+        values = [loss(g * clean.expand_as(targets), targets) for g in gains]
+        return gains[int(torch.stack(values).argmin())].item()
+
+    assert 0.4 <= best("mse") <= 0.56
+    assert best("l1") == pytest.approx(1.0, abs=0.021)
+    with pytest.raises(ValueError, match="distance"):
+        CompressedSpectralLoss(distance="l2")
+
+
 def test_speed_perturbation_changes_pitch_and_is_seeded(tmp_path: Path) -> None:
     """data.speed_perturb plays clean segments faster or slower: a 1 kHz tone moves by the
     drawn factor; the same index gives the same segment."""

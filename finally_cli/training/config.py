@@ -103,6 +103,11 @@ class LossConfig:
         spectral_asymmetry: extra weight on the magnitude error where the estimate is quieter
             than the target (speech taken away), so the model keeps weak speech when unsure
             instead of removing it with the noise; 0 = symmetric.
+        spectral_distance: "mse" (squared errors: under doubt the model answers with the
+            mean of what a bin might hold, so a bin that is speech with probability p comes
+            out at p^(1/c) of the speech's level, −6 dB at p = 0.8 with c = 0.3) or "l1"
+            (absolute errors: the median, so it keeps what is more likely speech whole and
+            removes what is more likely noise).
         spectral_erb: exponent p of its frequency weighting by the density of ERB bands,
             (1 / ERB(f))^p: 0 weighs every bin alike, 1 every ERB band alike (the low band,
             a few bins, then counts as much as hearing resolves in it).
@@ -117,6 +122,7 @@ class LossConfig:
     spectral_complex: float = 0.3
     spectral_exponent: float = 0.3
     spectral_asymmetry: float = 0.0
+    spectral_distance: str = "mse"
     spectral_erb: float = 0.0
     sisdr: float = 0.0
     sisdr_max_db: float = 30.0
@@ -137,6 +143,10 @@ class LossConfig:
         if not 0 <= self.spectral_asymmetry <= 10:
             raise ConfigError(
                 f"loss.spectral_asymmetry={self.spectral_asymmetry}: expected 0 (off) to 10"
+            )
+        if self.spectral_distance not in ("mse", "l1"):
+            raise ConfigError(
+                f"loss.spectral_distance={self.spectral_distance!r}: expected 'mse' or 'l1'"
             )
         if not 0 <= self.spectral_erb <= 1:
             raise ConfigError(f"loss.spectral_erb={self.spectral_erb}: expected 0 (off) to 1")

@@ -108,6 +108,7 @@ class Trainer:
                 exponent=config.loss.spectral_exponent,
                 complex_weight=config.loss.spectral_complex,
                 asymmetry=config.loss.spectral_asymmetry,
+                distance=config.loss.spectral_distance,
                 erb_weighting=config.loss.spectral_erb,
                 sample_rate=config.sample_rate,
             )
