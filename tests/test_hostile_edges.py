@@ -35,6 +35,21 @@ def test_a_spike_does_not_set_the_gain(where: list[int]) -> None:
     assert gain(_spiked(1.0, 16000, where)) == pytest.approx(gain(clean), rel=0.15)
 
 
+def test_a_loud_click_caps_the_gain_only_under_a_peak_ceiling() -> None:
+    from finally_cli.audio.level import PEAK_LIMIT, TARGET_DBFS, LevelMeter
+
+    rate = 16000
+    quiet = speechlike(2.0, rate)[:, 0].astype(np.float64)
+    quiet *= 10 ** (-40 / 20) / np.sqrt(np.mean(quiet**2))
+    quiet[rate] = 0.99  # one click: its 50 ms frame is not 40 dB above the speech around it
+    meter = LevelMeter(rate)
+    meter.update(quiet)
+    assert meter.gain() == pytest.approx(PEAK_LIMIT / 0.99)  # the default ceiling holds
+    free = meter.gain(None)
+    assert free == pytest.approx(10 ** (TARGET_DBFS / 20) / meter.active_rms())
+    assert 20 * np.log10(free / meter.gain()) > 12  # the speech goes to the target level
+
+
 def test_speech_onsets_and_short_files_are_not_spikes() -> None:
     from finally_cli.audio.level import LevelMeter
 

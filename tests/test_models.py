@@ -49,6 +49,22 @@ def test_16khz_stage_config_has_no_upsampling() -> None:
     assert config.output_sample_rate == 16000
 
 
+def test_only_a_tanh_output_asks_the_engine_for_a_peak_ceiling() -> None:
+    from finally_cli.audio.level import PEAK_LIMIT
+
+    assert create_model("tiny").peak_limit == PEAK_LIMIT  # the HiFi++ chain ends in tanh
+    restorer = preset("finally-small")
+    assert restorer.spectral_restorer.enabled
+    upsampled = restorer.replace(
+        upsample_wave_unet=restorer.upsample_wave_unet.__class__(enabled=True)
+    )
+    assert create_model(upsampled).peak_limit == PEAK_LIMIT  # so does the upsampler
+    plain = restorer.replace(
+        upsample_wave_unet=restorer.upsample_wave_unet.__class__(enabled=False)
+    )
+    assert create_model(plain).peak_limit is None  # linear in its input's scale
+
+
 def test_seeded_creation_is_reproducible() -> None:
     a = create_model("tiny", seed=3).state_dict()
     b = create_model("tiny", seed=3).state_dict()

@@ -155,6 +155,35 @@ def test_a_resume_with_another_combination_is_refused(
     assert {p.name: p.stat().st_mtime_ns for p in (out / "clean").iterdir()} == written
 
 
+def test_training_levels_a_clicked_item_as_the_engine_does(tmp_path: Path, clean_dir: Path) -> None:
+    """A quiet pair with one full-scale click: under the tanh ceiling (the default) its gain
+    stops at the click; for a model without one (peak_limit None, what the trainer passes
+    for the spectral restorer) the speech goes to the engine's target level and the click is
+    clamped where the engine clamps it."""
+    from finally_cli.audio.level import INPUT_LIMIT, PEAK_LIMIT, TARGET_DBFS, LevelMeter
+
+    folder = tmp_path / "pairs"
+    rate = 48000
+    (folder / "noisy").mkdir(parents=True)
+    (folder / "clean").mkdir()
+    quiet = speechlike(1.0, rate, seed=4)[:, 0].astype(np.float64)
+    quiet *= 10 ** (-40 / 20) / np.sqrt(np.mean(quiet**2))
+    quiet[quiet.size // 2] = 0.99
+    write(folder / "noisy" / "p.wav", quiet[:, None], rate, "FLOAT")
+    write(folder / "clean" / "p.wav", quiet[:, None], rate, "FLOAT")
+    config = from_dict(
+        {"model": "tiny", "data": {"clean": [str(clean_dir)], "segment_seconds": 2.0,
+         "pairs": str(folder), "p_pairs": 1.0}}
+    )  # fmt: skip
+    capped, _, _ = pair_dataset(config, 2, 1, 128).pair(0)
+    assert np.abs(capped).max() <= PEAK_LIMIT + 1e-6
+    free, target, _ = pair_dataset(config, 2, 1, 128, peak_limit=None).pair(0)
+    assert np.abs(free).max() == pytest.approx(INPUT_LIMIT)
+    meter = LevelMeter(rate)
+    meter.update(target)
+    assert 20 * np.log10(meter.active_rms()) == pytest.approx(TARGET_DBFS, abs=0.5)
+
+
 def test_data_pairs_mix_fixed_pairs_into_the_stream(tmp_path: Path, clean_dir: Path) -> None:
     """With data.p_pairs = 1 every item is a segment of one of the fixed pairs, input and target
     from the same frames with the same gain; with 0.5 about half are; a bad folder is one

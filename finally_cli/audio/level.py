@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 TARGET_DBFS = -23.0  # active level the models are trained and run at
-PEAK_LIMIT = 0.95  # gained peak ceiling, below the generator's tanh output range
+PEAK_LIMIT = 0.95  # gained peak ceiling, below a tanh output's range (None: models without one)
 MAX_GAIN_DB = 40.0
 FRAME_SECONDS = 0.05
 ACTIVE_RANGE_DB = 40.0  # frames within this range of the loudest count as active
@@ -86,12 +86,21 @@ class LevelMeter:
         active = values[values >= loudest * 10 ** (-ACTIVE_RANGE_DB / 10)]
         return float(math.sqrt(active.mean()))
 
-    def gain(self) -> float:
-        """Linear gain taking the active level to TARGET_DBFS, peak-limited; 1 for silence."""
+    def gain(self, peak_limit: float | None = PEAK_LIMIT) -> float:
+        """Linear gain taking the active level to TARGET_DBFS; 1 for silence.
+
+        With `peak_limit`, the gained peak stays at or below it: what a model whose output
+        passes a tanh needs (its output cannot reach past ±1), and what a file written at the
+        gained level needs. A model whose output scales with its input (the spectral
+        restorer) gets None: one click at full scale in a quiet recording would otherwise
+        hold the speech 15-20 dB under the level the model learnt, and the model takes
+        speech that quiet for noise (docs/training.md, item 26).
+        """
         rms = self.active_rms()
         peak = self.peak
         if rms <= 1e-9 or peak <= 0:
             return 1.0
-        gain = 10 ** (TARGET_DBFS / 20) / rms
-        gain = min(gain, PEAK_LIMIT / peak, 10 ** (MAX_GAIN_DB / 20))
+        gain = min(10 ** (TARGET_DBFS / 20) / rms, 10 ** (MAX_GAIN_DB / 20))
+        if peak_limit is not None:
+            gain = min(gain, peak_limit / peak)
         return float(gain)

@@ -21,6 +21,7 @@ import torch
 from finally_cli.audio.chunking import WindowSpec
 from finally_cli.audio.files import remove_stale_staging, staging_prefix
 from finally_cli.audio.io import OutputFile
+from finally_cli.audio.level import PEAK_LIMIT
 from finally_cli.errors import FinallyError, FinallyWarning
 from finally_cli.inference.device import autocast, check_precision, pick_device
 from finally_cli.inference.job import FileJob, WindowTask
@@ -62,6 +63,9 @@ class Enhancer:
         self.spec = WindowSpec.for_model(
             model, self.options.chunk_seconds, self.options.overlap_seconds
         )
+        # The gained input's peak ceiling (`LevelMeter.gain`): the model's own, or the
+        # tanh-safe one for a model that does not say.
+        self.peak_limit: float | None = getattr(model, "peak_limit", PEAK_LIMIT)
         self._batch_size = self.options.batch_size
         self.workers = 1
         if self.device.type == "cpu" and not self.options.compile:
@@ -235,7 +239,7 @@ class Enhancer:
                 if isinstance(entry[0], FileResult):
                     report(entry[0])
                     continue
-                job = FileJob(entry[0], entry[1], self.spec, self.options, workdir)
+                job = FileJob(entry[0], entry[1], self.spec, self.options, workdir, self.peak_limit)
                 open_jobs.append(job)
                 try:
                     job.prepare()

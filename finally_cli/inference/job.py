@@ -18,7 +18,7 @@ import numpy as np
 import soxr
 
 from finally_cli.audio.chunking import OverlapAdder, WindowPlan, WindowSpec, mirror_indices
-from finally_cli.audio.level import INPUT_LIMIT, LevelMeter
+from finally_cli.audio.level import INPUT_LIMIT, PEAK_LIMIT, LevelMeter
 from finally_cli.errors import AudioError, ModelError, OutputError
 from finally_cli.inference.options import EnhancerOptions, FileResult
 from finally_cli.inference.sources import Output, Sink, Source
@@ -114,6 +114,8 @@ class FileJob:
         spec: the model's window geometry.
         options: channels, output rate and dry/wet mix of the run.
         workdir: folder for the staged model-rate signal.
+        peak_limit: the gained input's peak ceiling (the model's `peak_limit`; None: the
+            active level alone sets the gain).
     """
 
     def __init__(
@@ -123,8 +125,10 @@ class FileJob:
         spec: WindowSpec,
         options: EnhancerOptions,
         workdir: Path,
+        peak_limit: float | None = PEAK_LIMIT,
     ) -> None:
         self.source = source
+        self.peak_limit = peak_limit
         self.output = output
         self.spec = spec
         self.channels_mode = options.channels
@@ -201,7 +205,7 @@ class FileJob:
             if staged == 0:  # fewer input samples than one model-rate sample
                 handle.write(np.zeros((1, self.tracks), dtype=np.float32).tobytes())
                 staged = 1
-        return staged, position, meter.gain()
+        return staged, position, meter.gain(self.peak_limit)
 
     def tasks(self) -> Iterator[WindowTask]:
         """The windows to run, in the order `consume` needs them (tracks within a window)."""

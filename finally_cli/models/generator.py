@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from finally_cli.audio.level import PEAK_LIMIT
 from finally_cli.models.config import GeneratorConfig
 from finally_cli.models.hifi_upsampler import HiFiUpsampler, ResBlock1
 from finally_cli.models.layers import remove_weight_norm, wn, zero_conv
@@ -122,6 +123,15 @@ class FinallyGenerator(nn.Module):
     @property
     def factor(self) -> int:
         return self.config.upsample_factor
+
+    @property
+    def peak_limit(self) -> float | None:
+        """The gained input's peak ceiling the engine must keep (`LevelMeter.gain`): a tanh
+        bounds the HiFi++ chain's and the upsampler's output, so their input is held under
+        it; the spectral restorer alone is linear in its input's scale and needs none."""
+        if self.spectral_restorer is not None and self.upsample_wave_unet is None:
+            return None
+        return PEAK_LIMIT
 
     @property
     def length_multiple(self) -> int:

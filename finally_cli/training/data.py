@@ -16,7 +16,7 @@ import torch
 from scipy import signal
 
 from finally_cli.audio.files import find_audio
-from finally_cli.audio.level import LevelMeter
+from finally_cli.audio.level import INPUT_LIMIT, PEAK_LIMIT, LevelMeter
 from finally_cli.errors import ConfigError
 from finally_cli.training.degradations import (
     RATE,
@@ -225,6 +225,9 @@ class PairDataset(torch.utils.data.Dataset):
         clean_highpass_hz: high-pass corner applied to every clean segment and its target,
             and to the targets of `pairs` (zero phase; 0 = off). A pair's input is left as it
             is: its rumble is noise to remove.
+        peak_limit: the gain's peak ceiling, as the engine applies it for the model being
+            trained (`FinallyGenerator.peak_limit`; None: the active level alone sets the
+            gain, and the input is clamped at `INPUT_LIMIT` as the engine clamps it).
     """
 
     def __init__(
@@ -241,6 +244,7 @@ class PairDataset(torch.utils.data.Dataset):
         pairs: list[tuple[Path, Path]] | None = None,
         p_pairs: float = 0.0,
         clean_highpass_hz: float = 0.0,
+        peak_limit: float | None = PEAK_LIMIT,
     ) -> None:
         if not clean:
             raise ConfigError("data.clean: no readable clean audio files")
@@ -256,6 +260,7 @@ class PairDataset(torch.utils.data.Dataset):
         self.speed_perturb = speed_perturb
         self.targets = targets
         self.pairs, self.p_pairs = pairs or [], p_pairs
+        self.peak_limit = peak_limit
         self.highpass = None
         if clean_highpass_hz > 0:
             self.highpass = signal.butter(2, clean_highpass_hz, "highpass", fs=RATE, output="sos")
@@ -332,8 +337,11 @@ class PairDataset(torch.utils.data.Dataset):
             noisy, applied = self.degrader(clean, rng)
         meter = LevelMeter(RATE)
         meter.update(noisy)
-        gain = meter.gain()
-        return noisy * gain, target * gain, applied
+        gain = meter.gain(self.peak_limit)
+        noisy = noisy * gain
+        if self.peak_limit is None:
+            noisy = np.clip(noisy, -INPUT_LIMIT, INPUT_LIMIT)
+        return noisy, target * gain, applied
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         noisy48, clean48, _ = self.pair(index)
@@ -388,8 +396,10 @@ def pair_dataset(
     factor: int,
     multiple: int,  # noqa: ANN001
     seed: int | None = None,
+    peak_limit: float | None = PEAK_LIMIT,
 ) -> PairDataset:
-    """The seeded pair stream a TrainConfig describes (segment rounded up to `multiple`)."""
+    """The seeded pair stream a TrainConfig describes (segment rounded up to `multiple`),
+    levelled as the engine levels the input of a model with this `peak_limit`."""
     data = config.data
     degrader = build_degrader(
         config.degradation,
@@ -428,6 +438,7 @@ def pair_dataset(
         pairs,
         data.p_pairs,
         data.clean_highpass_hz,
+        peak_limit,
     )
 
 

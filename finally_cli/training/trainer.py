@@ -251,7 +251,9 @@ class Trainer:
         per_step = cfg.batch_size * cfg.grad_accum
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
         total = cfg.steps * per_step * world
-        dataset = pair_dataset(cfg, total, model.factor, model.length_multiple)
+        dataset = pair_dataset(
+            cfg, total, model.factor, model.length_multiple, peak_limit=model.peak_limit
+        )
         # Process `rank` takes items [k·world + rank] of the global stream, in order, so a
         # resumed run at step s continues with exactly the items an uninterrupted one would.
         start = self.step * per_step * world
