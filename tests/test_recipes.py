@@ -156,8 +156,8 @@ def _recipe_calls(tmp_path: Path, recipe_name: str, env_extra: dict[str, str]) -
     work = tmp_path / "work"
     for folder in ("offline", "val"):  # the recipe skips the data steps when these exist
         (work / folder).mkdir(parents=True)
-    for folder in ("pool", "pool-dfn3", "pool-avg"):  # and the teacher pools when their
-        (work / folder).mkdir(parents=True)  # manifests exist
+    for folder in ("pool", "pool-dfn3", "pool-avg", "pool-geo"):  # and the teacher pools when
+        (work / folder).mkdir(parents=True)  # their manifests exist
         (work / folder / "manifest.csv").write_text("file,condition\n")
     (work / "clean-quiet").mkdir()  # and the quietened copy when it exists
     recipe = Path(__file__).parent.parent / "docs" / "recipes" / recipe_name
@@ -190,11 +190,12 @@ def test_training_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
     for a quarter, blended half-way back (0.8), then 500 at 2e-4 on every voice with hiss-free
     targets and two teachers' mean, blended half-way back (0.9), then one more GRU layer and
     steady noise, 500 steps at 3e-4, blended half-way back with the mix-back stage on (0.10),
-    then 250 steps with teacher targets for half the items, blended half-way back (0.11); the
-    export is what weights/finally-small holds."""
+    then 250 steps with teacher targets for half the items, blended half-way back (0.11), then
+    1 750 steps towards the geometric teacher with a backward GRU and L1 spectral errors,
+    blended half-way back (0.12); the export is what weights/finally-small holds."""
     runs, work = _recipe_calls(tmp_path, "finally-small-cpu.sh", {})
-    assert _stages(runs) == [(1, f"s{i}") for i in range(1, 10)]
-    first, second, third, fourth, fifth, sixth, seventh, eighth, ninth = (
+    assert _stages(runs) == [(1, f"s{i}") for i in range(1, 11)]
+    first, second, third, fourth, fifth, sixth, seventh, eighth, ninth, tenth = (
         argv for argv in runs if "--run-dir" in argv
     )
     assert "steps=5000" in first and "degradation.p_mic=0.3" in first
@@ -232,20 +233,29 @@ def test_training_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
     sets = [s for s in sets if not s.startswith("init_from=")]
     grown, _ = generator_config(load_config("finally-small/stage1", sets))
     assert grown.spectral_restorer.residual_gru_layers == 1
+    assert f"init_from={work / 's9-model'}" in tenth and "steps=1750" in tenth
+    sets = [tenth[i + 1] for i, arg in enumerate(tenth) if arg == "--set"]
+    sets = [s for s in sets if not s.startswith("init_from=")]
+    config = load_config("finally-small/stage1", sets)
+    assert config.data.pairs == str(work / "pool-geo") and config.data.p_pairs == 0.5
+    assert config.loss.spectral_distance == "l1" and config.checkpoint_every == 250
+    grown, _ = generator_config(config)
+    assert grown.spectral_restorer.residual_gru_layers == 1  # what weights/finally-small holds
+    assert grown.spectral_restorer.backward_gru_hidden == 256
     exports = [argv for argv in runs if argv[:2] == ["train", "export"]]
-    outs = ("s5-model", "s6-model", "s7-model", "s8-model", "finally-small")
-    bases = ("s4-model", "s5-model", "s6-model", "s7-model", "s8-model")
-    for export, out, base in zip(exports[-5:], outs, bases, strict=True):
+    outs = ("s5-model", "s6-model", "s7-model", "s8-model", "s9-model", "finally-small")
+    bases = ("s4-model", "s5-model", "s6-model", "s7-model", "s8-model", "s9-model")
+    for export, out, base in zip(exports[-6:], outs, bases, strict=True):
         assert export[export.index("-o") + 1] == str(work / out)
         assert export[export.index("--blend-from") + 1] == str(work / base)
-    assert "spectral_restorer.mix_back=1" in exports[-2]  # inherited by i's run and export
+    assert "spectral_restorer.mix_back=1" in exports[-3]  # inherited by i's and j's runs
 
 
 def test_training_recipe_continues_from_given_weights(tmp_path: Path) -> None:
     """INIT=weights/finally-small (a new machine without the run folder): no earlier phase, the
     last phase starts from the shipped weights."""
     runs, _ = _recipe_calls(tmp_path, "finally-small-cpu.sh", {"INIT": "weights/finally-small"})
-    assert _stages(runs) == [(1, f"s{i}") for i in range(4, 10)]
+    assert _stages(runs) == [(1, f"s{i}") for i in range(4, 11)]
     train = next(argv for argv in runs if "--run-dir" in argv)
     assert "init_from=weights/finally-small" in train
 

@@ -22,7 +22,7 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "finally-small"
 # Recorded when the weights were trained; see weights/finally-small/README.md. A model that
 # was broken, re-initialised, or loaded into the wrong architecture moves them by far more
 # than the tolerance.
-PINNED = {"dnsmos_ovrl": 2.459, "pesq": 1.241}
+PINNED = {"dnsmos_ovrl": 2.437, "pesq": 1.233}
 TOLERANCE = 0.05
 
 
@@ -40,11 +40,11 @@ def enhanced(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_weights_folder_is_complete_and_small() -> None:
     names = sorted(p.name for p in WEIGHTS.iterdir())
     assert names == ["README.md", "config.json", "model.safetensors", "training_curves.png"]
-    assert (WEIGHTS / "model.safetensors").stat().st_size < 8 * 2**20
+    assert (WEIGHTS / "model.safetensors").stat().st_size < 12 * 2**20
     model = load_model("finally-small")
     assert model.config.name == "finally-small"
     assert model.spectral_restorer is not None  # the predictive path, not the HiFi chain
-    assert sum(p.numel() for p in model.parameters()) < 2_000_000
+    assert sum(p.numel() for p in model.parameters()) < 2_500_000
 
 
 def test_default_enhance_writes_48k_of_the_same_length(enhanced: Path) -> None:
@@ -62,8 +62,8 @@ def test_shipped_model_scores_match_the_pinned_values(enhanced: Path) -> None:
 
 
 def test_shipped_model_raises_ovrl_and_pesq_over_the_noisy_input(enhanced: Path) -> None:
-    # What these weights improve on the sample (see the model card): DNSMOS OVRL 2.090 → 2.459
-    # (BAK 2.10 → 3.20) and WB-PESQ 1.205 → 1.241.
+    # What these weights improve on the sample (see the model card): DNSMOS OVRL 2.090 → 2.437
+    # (BAK 2.10 → 3.18) and WB-PESQ 1.205 → 1.233.
     metrics = ["dnsmos", "pesq"]
     noisy = score_file("input", "sample", SAMPLES / "noisy.wav", SAMPLES / "clean.wav", metrics)
     restored = score_file("finally-small", "sample", enhanced, SAMPLES / "clean.wav", metrics)

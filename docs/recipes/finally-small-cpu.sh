@@ -46,8 +46,10 @@ DATA=(--set "data.clean=[$WORK/offline/clean/train]" --set "data.noise=[$WORK/of
 #       500 steps at 2e-4, blended half-way back (these were 0.9);
 #    h. one more (residual) GRU layer and synthetic steady noise, 500 steps at 3e-4 from g,
 #       blended half-way back, the mix-back stage on (these were 0.10);
-#    i. teacher targets for half the items, 250 steps from h, blended half-way back (0.11).
-#    INIT=weights/finally-small skips a-c and continues from the shipped weights with d-i.
+#    i. teacher targets for half the items, 250 steps from h, blended half-way back (0.11);
+#    j. geometric teacher targets, a backward GRU and L1 spectral errors, 1 750 steps from i,
+#       blended half-way back (0.12).
+#    INIT=weights/finally-small skips a-c and continues from the shipped weights with d-j.
 #    Since session 14 the microphone EQ of the mix has zero phase (docs/training.md item 16),
 #    and since session 15 stage1.yaml high-passes the clean speech at 50 Hz before use
 #    (data.clean_highpass_hz, item 17), so a rebuild from a differs from the shipped weights,
@@ -154,7 +156,7 @@ OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" \
     --set steps=500 --run-dir "$WORK/s8" "${RESUME[@]}"
 finally train export "$WORK/s8" --step 500 --blend-from "$WORK/s7-model" --blend 0.5 \
     --set spectral_restorer.mix_back=1 -o "$WORK/s8-model"
-# i. Teacher targets for half the items again (these are 0.11; docs/training.md item 22):
+# i. Teacher targets for half the items again (these were 0.11; docs/training.md item 22):
 #    250 steps of h's recipe from h with data.p_pairs=0.5, then half-way back towards h.
 RESUME=()
 if [ -d "$WORK/s9/checkpoints" ]; then RESUME=(--resume); fi
@@ -165,4 +167,28 @@ OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" \
     --set "data.targets=$WORK/clean-quiet" --set data.max_floor_db=0 --set optim.lr=3e-4 \
     --set steps=250 --run-dir "$WORK/s9" "${RESUME[@]}"
 finally train export "$WORK/s9" --step 250 --blend-from "$WORK/s8-model" --blend 0.5 \
+    -o "$WORK/s9-model"
+# j. The geometric teacher, a backward GRU and the L1 spectral distance (these are 0.12;
+#    docs/training.md items 24-26): the same pool's targets combined per STFT cell from
+#    DeepFilterNet3's and DTLN's outputs (geometric mean of the magnitudes: a cell is quiet
+#    where either peer made it quiet), a GRU that reads the stack's output backwards (grown
+#    at zero, so the run starts from exactly i's output), absolute instead of squared
+#    spectral errors; 1 750 steps of i's recipe from i, then half-way back towards i. The
+#    shipped weights were trained before the engine's peak ceiling was dropped for this model
+#    (item 26), so a rebuild differs on the few items a loud transient used to turn down.
+printf 'spectral_restorer:\n  residual_gru_layers: 1\n  backward_gru_hidden: 256\n' \
+    > "$WORK/grow1bw.yaml"
+[ -f "$WORK/pool-geo/manifest.csv" ] || python -m finally_cli.training.recipes.teacher \
+    "$WORK/pool" -o "$WORK/pool-geo" --teacher deepfilternet3 --teacher dtln \
+    --combine geometric
+RESUME=()
+if [ -d "$WORK/s10/checkpoints" ]; then RESUME=(--resume); fi
+OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" \
+    --set "init_from=$WORK/s9-model" "${COMMON[@]}" "${PHASE_C[@]}" \
+    --set checkpoint_every=250 --set "overlays=[$WORK/grow1bw.yaml]" \
+    --set degradation.p_stationary=0.2 --set "data.pairs=$WORK/pool-geo" \
+    --set data.p_pairs=0.5 --set loss.spectral_distance=l1 \
+    --set "data.targets=$WORK/clean-quiet" --set data.max_floor_db=0 --set optim.lr=3e-4 \
+    --set steps=1750 --run-dir "$WORK/s10" "${RESUME[@]}"
+finally train export "$WORK/s10" --step 1750 --blend-from "$WORK/s9-model" --blend 0.5 \
     -o "$WORK/finally-small"
