@@ -36,7 +36,7 @@ def test_a_spike_does_not_set_the_gain(where: list[int]) -> None:
 
 
 def test_a_loud_click_caps_the_gain_only_under_a_peak_ceiling() -> None:
-    from finally_cli.audio.level import PEAK_LIMIT, TARGET_DBFS, LevelMeter
+    from finally_cli.audio.level import INPUT_LIMIT, PEAK_LIMIT, TARGET_DBFS, LevelMeter
 
     rate = 16000
     quiet = speechlike(2.0, rate)[:, 0].astype(np.float64)
@@ -48,6 +48,14 @@ def test_a_loud_click_caps_the_gain_only_under_a_peak_ceiling() -> None:
     free = meter.gain(None)
     assert free == pytest.approx(10 ** (TARGET_DBFS / 20) / meter.active_rms())
     assert 20 * np.log10(free / meter.gain()) > 12  # the speech goes to the target level
+    # the engine clamps the gained input at INPUT_LIMIT under a ceiling; without one, above
+    # the gained click (it belongs to the recording), but still far below an isolated spike
+    assert meter.input_limit(meter.gain()) == INPUT_LIMIT
+    assert meter.input_limit(free, None) > 0.99 * free > INPUT_LIMIT
+    spiked = _spiked(1.0, rate, [5000])
+    meter = LevelMeter(rate)
+    meter.update(spiked)
+    assert meter.input_limit(meter.gain(None), None) < 1e-3 * 1e6 * meter.gain(None)
 
 
 def test_speech_onsets_and_short_files_are_not_spikes() -> None:

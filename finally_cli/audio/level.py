@@ -15,6 +15,7 @@ SPIKE_DB = 40.0  # a frame this much louder than every frame 100-150 ms either s
 SPIKE_REACH = (2, 3)  # the frame distances compared: a word spans more than 100 ms
 INPUT_LIMIT = 2.0  # gained model input is clamped here: only an excluded spike reaches it
 # (peak-limited input stays below PEAK_LIMIT, plus what resampling overshoots)
+OVERSHOOT = 1.25  # headroom over a gained peak for resampling's overshoot
 
 
 class LevelMeter:
@@ -104,3 +105,12 @@ class LevelMeter:
         if peak_limit is not None:
             gain = min(gain, peak_limit / peak)
         return float(gain)
+
+    def input_limit(self, gain: float, peak_limit: float | None = PEAK_LIMIT) -> float:
+        """Where the gained input is clamped: INPUT_LIMIT under a peak ceiling; without one,
+        above the gained peak (with headroom for resampling), so that only an isolated spike
+        the level pass left out is clamped, never a loud sound that belongs to the recording
+        (a laugh, a door in a quiet room)."""
+        if peak_limit is not None:
+            return INPUT_LIMIT
+        return max(INPUT_LIMIT, OVERSHOOT * gain * self.peak)

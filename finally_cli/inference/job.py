@@ -140,6 +140,7 @@ class FileJob:
         self.plan: WindowPlan | None = None
         self.sink: Sink | None = None
         self.gain = 1.0
+        self.input_limit = INPUT_LIMIT
         self.failed = False
         self.complete = False  # every window consumed: ready to finish
         self.started = time.perf_counter()
@@ -169,6 +170,7 @@ class FileJob:
             ) from err
         self.frames = position
         self.gain = gain
+        self.input_limit = meter.input_limit(gain, self.peak_limit)
         self.plan = self.spec.plan(staged)
         self._adder = OverlapAdder(self.plan, self.spec.factor, self.tracks)
         self._wet_resampler = Resampler(self.spec.output_rate, self.out_rate, self.tracks)
@@ -235,10 +237,10 @@ class FileJob:
             offset=first * self.tracks * 4,
         ).reshape(-1, self.tracks)
         data = rows[indices - first, track]
-        # Only a spike the level pass left out exceeds INPUT_LIMIT once gained (the rest is
-        # peak-limited below it): clamped, it cannot drive the model's output to full scale.
+        # Only a spike the level pass left out exceeds the input limit once gained (the rest
+        # stays below it): clamped, it cannot drive the model's output to full scale.
         gained = data * np.float32(self.gain)
-        return np.clip(gained, -INPUT_LIMIT, INPUT_LIMIT, out=gained)
+        return np.clip(gained, -self.input_limit, self.input_limit, out=gained)
 
     # -- pass 2 -----------------------------------------------------------------------
     def consume(self, task: WindowTask, output: np.ndarray) -> float:

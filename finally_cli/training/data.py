@@ -16,7 +16,7 @@ import torch
 from scipy import signal
 
 from finally_cli.audio.files import find_audio
-from finally_cli.audio.level import INPUT_LIMIT, PEAK_LIMIT, LevelMeter
+from finally_cli.audio.level import PEAK_LIMIT, LevelMeter
 from finally_cli.errors import ConfigError
 from finally_cli.training.degradations import (
     RATE,
@@ -227,7 +227,7 @@ class PairDataset(torch.utils.data.Dataset):
             is: its rumble is noise to remove.
         peak_limit: the gain's peak ceiling, as the engine applies it for the model being
             trained (`FinallyGenerator.peak_limit`; None: the active level alone sets the
-            gain, and the input is clamped at `INPUT_LIMIT` as the engine clamps it).
+            gain), and the input clamped where the engine clamps it (`input_limit`).
     """
 
     def __init__(
@@ -338,9 +338,8 @@ class PairDataset(torch.utils.data.Dataset):
         meter = LevelMeter(RATE)
         meter.update(noisy)
         gain = meter.gain(self.peak_limit)
-        noisy = noisy * gain
-        if self.peak_limit is None:
-            noisy = np.clip(noisy, -INPUT_LIMIT, INPUT_LIMIT)
+        limit = meter.input_limit(gain, self.peak_limit)
+        noisy = np.clip(noisy * gain, -limit, limit)
         return noisy, target * gain, applied
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
