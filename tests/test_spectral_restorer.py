@@ -311,6 +311,39 @@ def test_a_backward_gru_grows_a_trained_model_and_lets_a_frame_see_the_future(
         SpectralRestorerConfig(enabled=True, backward_gru_hidden=-1)
 
 
+def test_a_frequency_conv_grows_a_trained_model_and_sees_a_pattern_at_any_pitch(
+    tmp_path: Path,
+) -> None:
+    """`freq_conv_channels` grown on a trained model starts from exactly its output and its
+    projection learns; its features shift with the input along frequency (the kernels are
+    shared across bins, so a comb at another pitch is the same pattern moved), which the
+    input layer's one-weight-per-bin map is not."""
+    trained = create_model(_small(False), seed=5).eval()
+    grown = _grown(trained, tmp_path, "spectral_restorer:\n  freq_conv_channels: 4\n")
+    restorer = grown.spectral_restorer
+    assert restorer.freq_projection.in_features == 4 * 32
+    waveform = _speechy()
+    with torch.no_grad():
+        assert torch.equal(grown.eval()(waveform), trained(waveform))
+    grown.train()
+    torch.nn.functional.mse_loss(grown(waveform), _speechy() * 0.5).backward()
+    assert restorer.freq_projection.weight.grad.abs().sum() > 0  # the new branch learns
+    assert restorer.freq_conv[0].weight.grad is not None
+    # A spectral pattern moved up by 16 bins (500 Hz) gives the first layer's maps moved
+    # by 8 rows (its stride halves the axis); the rows themselves differ.
+    generator = torch.Generator().manual_seed(0)
+    level = torch.rand(1, 1, 256, 40, generator=generator)
+    moved = torch.roll(level, 16, dims=2)
+    with torch.no_grad():
+        maps, maps_moved = restorer.freq_conv[:2](level)[0], restorer.freq_conv[:2](moved)[0]
+    assert torch.allclose(maps[:, 20:100], maps_moved[:, 28:108], atol=1e-5)
+    assert not torch.allclose(maps[:, 20:100], maps[:, 28:108], atol=1e-2)
+    with pytest.raises(ConfigError, match="freq_conv_channels"):
+        SpectralRestorerConfig(enabled=True, freq_conv_channels=-1)
+    with pytest.raises(ConfigError, match="divisible by 16"):
+        SpectralRestorerConfig(enabled=True, n_fft=520, hop=130, freq_conv_channels=4)
+
+
 def test_compressed_spectral_loss_is_zero_at_the_target_and_grows_with_noise() -> None:
     from finally_cli.training.losses import CompressedSpectralLoss
 

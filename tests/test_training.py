@@ -726,6 +726,7 @@ def saved_small_base(folder: Path) -> tuple:
             "residual_grus.0.weight_hh_l0",
         ),
         ({"backward_gru_hidden": 8}, "backward_projection.weight", "backward_gru.weight_hh_l0"),
+        ({"freq_conv_channels": 4}, "freq_projection.weight", "freq_conv.0.weight"),
     ],
 )
 def test_blend_grows_a_base_without_the_runs_new_layer(

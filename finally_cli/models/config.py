@@ -343,6 +343,7 @@ class SpectralRestorerConfig:
     mix_back_kept: float = 0.0
     postfilter_below: float = 0.0
     backward_gru_hidden: int = 0
+    freq_conv_channels: int = 0
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -379,6 +380,16 @@ class SpectralRestorerConfig:
             raise ConfigError(
                 f"spectral_restorer.backward_gru_hidden={self.backward_gru_hidden}: "
                 f"expected 0 (off) to {MAX_CHANNELS}"
+            )
+        if not 0 <= self.freq_conv_channels <= 256:
+            raise ConfigError(
+                f"spectral_restorer.freq_conv_channels={self.freq_conv_channels}: "
+                "expected 0 (off) to 256"
+            )
+        if self.freq_conv_channels and self.n_fft % 16:
+            raise ConfigError(
+                f"spectral_restorer.freq_conv_channels needs n_fft divisible by 16 (the conv "
+                f"stack halves {self.n_fft // 2} bins three times), got n_fft={self.n_fft}"
             )
         if not 0 <= self.magnitude_bins <= self.n_fft // 2 + 1:
             raise ConfigError(

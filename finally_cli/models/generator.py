@@ -111,6 +111,7 @@ class FinallyGenerator(nn.Module):
             sr.mix_back_kept,
             sr.postfilter_below,
             backward_gru_hidden=sr.backward_gru_hidden,
+            freq_conv_channels=sr.freq_conv_channels,
         )
         uw = config.upsample_wave_unet
         if uw.enabled:

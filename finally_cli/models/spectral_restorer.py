@@ -94,6 +94,9 @@ class SpectralRestorer(nn.Module):
             enhanced in windows (10.24 s, 1 s cross-faded), so the look into the future is
             free there; what it costs is one more GRU pass. As with `residual_gru_layers`, a
             trained model grown by it (`init_from`) starts from exactly its output.
+        freq_conv_channels: when > 0, a 2-D conv stack over every bin's log power (see
+            `SpectralRestorerConfig`) added to the input layer's output through a projection
+            that starts at zero.
         postfilter_below: inference only: bands whose effective gain (restored over input
             level per ERB band and frame, smoothed over 3 frames) the model already put below
             this value are turned down further in proportion, gain · (gain / value), at
@@ -124,6 +127,7 @@ class SpectralRestorer(nn.Module):
         mix_back_kept: float = 0.0,
         postfilter_below: float = 0.0,
         backward_gru_hidden: int = 0,
+        freq_conv_channels: int = 0,
     ) -> None:
         super().__init__()
         self.n_fft, self.hop = n_fft, hop
@@ -158,7 +162,19 @@ class SpectralRestorer(nn.Module):
         if backward_gru_hidden > 0:
             self.backward_gru = nn.GRU(hidden, backward_gru_hidden, batch_first=True)
             self.backward_projection = nn.Linear(backward_gru_hidden, hidden)
-        projections = [*self.residual_projections, self.backward_projection]
+        self.freq_conv = self.freq_projection = None
+        if freq_conv_channels > 0:
+            width = freq_conv_channels
+            layers: list[nn.Module] = []
+            for kernel, channels in ((5, 1), (3, width), (3, width)):
+                # frequency halves at each layer; time keeps its frames (1 frame each side)
+                layers += [
+                    nn.Conv2d(channels, width, (kernel, 3), (2, 1), (kernel // 2, 1)),
+                    nn.PReLU(width),
+                ]
+            self.freq_conv = nn.Sequential(*layers)
+            self.freq_projection = nn.Linear(width * (n_fft // 16), hidden)
+        projections = [*self.residual_projections, self.backward_projection, self.freq_projection]
         for projection in filter(None, projections):
             nn.init.zeros_(projection.weight)
             nn.init.zeros_(projection.bias)
@@ -198,6 +214,15 @@ class SpectralRestorer(nn.Module):
         if self.floor_frames:
             features.append(self.above_floor(band_db) / 20)
         return torch.cat(features, dim=1)
+
+    def frequency_features(self, spec: torch.Tensor) -> torch.Tensor:
+        """The 2-D conv stack over the log power of bins 0 … n_fft/2 − 1 (the Nyquist bin
+        left out so the axis halves evenly), projected to [batch, hidden, frames]."""
+        power = spec[:, : self.n_fft // 2].abs().square()
+        level = (10 * torch.log10(power + 1e-10) / 40 + 1)[:, None]  # [batch, 1, bins, frames]
+        maps = self.freq_conv(level)  # [batch, channels, bins / 8, frames]
+        maps = maps.flatten(1, 2).transpose(1, 2)  # [batch, frames, channels · bins / 8]
+        return self.freq_projection(maps).transpose(1, 2)
 
     def above_floor(self, band_db: torch.Tensor) -> torch.Tensor:
         """dB above each band's minimum over the last `floor_frames` frames (≥ 0), from the
@@ -300,6 +325,8 @@ class SpectralRestorer(nn.Module):
             )  # [batch, bins, frames]
             features = self.features(spec)
         hidden_states = self.encoder(features)  # [batch, hidden, frames]
+        if self.freq_conv is not None:
+            hidden_states = hidden_states + self.frequency_features(spec)
         hidden_states, _ = self.gru(hidden_states.transpose(1, 2))  # [batch, frames, hidden]
         if self.backward_gru is not None:
             reverse, _ = self.backward_gru(hidden_states.flip(1))

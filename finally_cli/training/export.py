@@ -95,13 +95,13 @@ INFERENCE_ONLY = (
 
 
 # what `init_from` may add to a base
-GROWN = ("residual_gru_layers", "magnitude_bins", "backward_gru_hidden")
+GROWN = ("residual_gru_layers", "magnitude_bins", "backward_gru_hidden", "freq_conv_channels")
 
 
 def _architecture(config: dict) -> dict:
     """A model config without the inference-only restorer settings and what `init_from` may
-    grow (residual and backward GRU layers, magnitude input bins): a grown base is matched
-    separately."""
+    grow (residual and backward GRU layers, magnitude input bins, the frequency conv): a
+    grown base is matched separately."""
     restorer = {
         k: v
         for k, v in config.get("spectral_restorer", {}).items()
@@ -114,7 +114,8 @@ def _blend(generator, base_dir: Path, blend: float) -> None:  # noqa: ANN001
     """generator ← base + blend · (generator − base), in place.
 
     The base may have fewer residual GRU layers or magnitude input bins than the run, or no
-    backward GRU (the run grew them with `init_from`): it is grown the same way first — each
+    backward GRU or frequency conv (the run grew them with `init_from`): it is grown the same
+    way first — each
     new layer's projection and each new input bin's weights at zero, so the grown base
     computes exactly what the base did, and the new layer's own GRU weights, which that
     output does not depend on, taken from the run. The blend then scales what the new layers
@@ -147,9 +148,10 @@ def _blend(generator, base_dir: Path, blend: float) -> None:  # noqa: ANN001
             and parts[-2].isdigit()
             and int(parts[-2]) >= base_layers
         )
-        backward = len(parts) > 2 and parts[-2] in ("backward_gru", "backward_projection")
+        added = ("backward_gru", "backward_projection", "freq_projection")
+        backward = len(parts) > 2 and (parts[-2] in added or parts[-3] == "freq_conv")
         if grown or backward:
-            projection = parts[-3] == "residual_projections" or parts[-2] == "backward_projection"
+            projection = parts[-3] == "residual_projections" or parts[-2] in added[1:]
             base[name] = torch.zeros_like(value) if projection else value.clone()
     base.update(_grown_inputs(state, base))  # new input bins: zero weights, as `init_from`
     if set(base) != set(state) or any(base[k].shape != state[k].shape for k in state):
