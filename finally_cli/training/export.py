@@ -115,10 +115,9 @@ def _blend(generator, base_dir: Path, blend: float) -> None:  # noqa: ANN001
 
     The base may have fewer residual GRU layers or magnitude input bins than the run, or no
     backward GRU or frequency conv (the run grew them with `init_from`): it is grown the same
-    way first — each
-    new layer's projection and each new input bin's weights at zero, so the grown base
-    computes exactly what the base did, and the new layer's own GRU weights, which that
-    output does not depend on, taken from the run. The blend then scales what the new layers
+    way first — each new layer's projection and each new input bin's weights at zero, so the
+    grown base computes exactly what the base did, and the new layer's own weights, which
+    that output does not depend on, taken from the run. The blend then scales what the new layers
     and bins add by `blend`."""
     import torch
 
