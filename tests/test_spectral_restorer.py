@@ -344,6 +344,46 @@ def test_a_frequency_conv_grows_a_trained_model_and_sees_a_pattern_at_any_pitch(
         SpectralRestorerConfig(enabled=True, n_fft=520, hop=130, freq_conv_channels=4)
 
 
+def test_a_bin_refiner_grows_a_trained_model_and_gives_each_bin_its_own_gain(
+    tmp_path: Path,
+) -> None:
+    """`bin_refiner_channels` grown on a trained model starts from exactly its output, its
+    last layer learns, and once trained it can cut one deep-filtered bin and keep its
+    neighbour in the same frame (the heads' one state vector per frame cannot aim at bins
+    that way); the bins above the deep filter are left alone."""
+    trained = create_model(_small(False), seed=5).eval()
+    grown = _grown(trained, tmp_path, "spectral_restorer:\n  bin_refiner_channels: 4\n")
+    restorer = grown.spectral_restorer
+    waveform = _speechy()
+    with torch.no_grad():
+        assert torch.equal(grown.eval()(waveform), trained(waveform))
+    grown.train()
+    torch.nn.functional.mse_loss(grown(waveform), _speechy() * 0.5).backward()
+    assert restorer.bin_refiner[-1].weight.grad.abs().sum() > 0  # the new block learns
+    # Its gain per bin follows the input's level in that bin: a last layer that reads the
+    # input's level map cuts a loud bin beside a quiet one.
+    bins = restorer.df_bins
+    spec = torch.full((1, bins, 20), 1e-3, dtype=torch.complex64)
+    spec[:, 10] = 1.0  # one loud bin
+    hidden = torch.zeros(1, 20, restorer.gru.hidden_size)
+    with torch.no_grad():
+        first, _, last = restorer.bin_refiner
+        first.weight.zero_(), first.bias.zero_()
+        first.weight[:, 0, 2, 1] = 1.0  # channel c = the input's level at the bin itself
+        restorer.bin_activations[0].weight.fill_(1.0)
+        restorer.bin_context.weight.zero_(), restorer.bin_context.bias.zero_()
+        restorer.bin_refiner[1].weight.zero_(), restorer.bin_refiner[1].bias.zero_()
+        restorer.bin_refiner[1].weight[:, :, 2, 1] = torch.eye(4)
+        restorer.bin_activations[1].weight.fill_(1.0)
+        last.weight.zero_(), last.bias.zero_()
+        last.weight[0, :, 1, 1] = -1.0
+        refined = restorer.refine_bins(spec, spec.clone(), hidden)
+    gain = (refined.abs() / spec.abs())[0, :, 10]
+    assert gain[10] < 0.05 and gain[12] > 0.5  # the loud bin cut, its neighbour kept
+    with pytest.raises(ConfigError, match="bin_refiner_channels"):
+        SpectralRestorerConfig(enabled=True, bin_refiner_channels=-1)
+
+
 def test_compressed_spectral_loss_is_zero_at_the_target_and_grows_with_noise() -> None:
     from finally_cli.training.losses import CompressedSpectralLoss
 

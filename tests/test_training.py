@@ -727,6 +727,7 @@ def saved_small_base(folder: Path) -> tuple:
         ),
         ({"backward_gru_hidden": 8}, "backward_projection.weight", "backward_gru.weight_hh_l0"),
         ({"freq_conv_channels": 4}, "freq_projection.weight", "freq_conv.0.weight"),
+        ({"bin_refiner_channels": 4}, "bin_refiner.2.weight", "bin_refiner.0.weight"),
     ],
 )
 def test_blend_grows_a_base_without_the_runs_new_layer(

@@ -344,6 +344,7 @@ class SpectralRestorerConfig:
     postfilter_below: float = 0.0
     backward_gru_hidden: int = 0
     freq_conv_channels: int = 0
+    bin_refiner_channels: int = 0
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -384,6 +385,11 @@ class SpectralRestorerConfig:
         if not 0 <= self.freq_conv_channels <= 256:
             raise ConfigError(
                 f"spectral_restorer.freq_conv_channels={self.freq_conv_channels}: "
+                "expected 0 (off) to 256"
+            )
+        if not 0 <= self.bin_refiner_channels <= 256:
+            raise ConfigError(
+                f"spectral_restorer.bin_refiner_channels={self.bin_refiner_channels}: "
                 "expected 0 (off) to 256"
             )
         if self.freq_conv_channels and self.n_fft % 16:

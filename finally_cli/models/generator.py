@@ -112,6 +112,7 @@ class FinallyGenerator(nn.Module):
             sr.postfilter_below,
             backward_gru_hidden=sr.backward_gru_hidden,
             freq_conv_channels=sr.freq_conv_channels,
+            bin_refiner_channels=sr.bin_refiner_channels,
         )
         uw = config.upsample_wave_unet
         if uw.enabled:

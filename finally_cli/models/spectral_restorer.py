@@ -97,6 +97,13 @@ class SpectralRestorer(nn.Module):
         freq_conv_channels: when > 0, a 2-D conv stack over every bin's log power (see
             `SpectralRestorerConfig`) added to the input layer's output through a projection
             that starts at zero.
+        bin_refiner_channels: when > 0, the deep-filtered bins get a real gain per bin and
+            frame, 2·sigmoid of a 2-D conv stack (5×3, 5×3, 3×3 over frequency × time) over
+            the input's and the output's log power of those bins, with the recurrent state
+            added per frame between its layers. The heads map one state vector per frame to
+            every bin; this reads each bin's neighbourhood, so a gain can follow the
+            harmonics between which the noise lies. Its last layer starts at zero (gain 1),
+            so a trained model grown by it (`init_from`) starts from exactly its output.
         postfilter_below: inference only: bands whose effective gain (restored over input
             level per ERB band and frame, smoothed over 3 frames) the model already put below
             this value are turned down further in proportion, gain · (gain / value), at
@@ -128,6 +135,7 @@ class SpectralRestorer(nn.Module):
         postfilter_below: float = 0.0,
         backward_gru_hidden: int = 0,
         freq_conv_channels: int = 0,
+        bin_refiner_channels: int = 0,
     ) -> None:
         super().__init__()
         self.n_fft, self.hop = n_fft, hop
@@ -174,6 +182,21 @@ class SpectralRestorer(nn.Module):
                 ]
             self.freq_conv = nn.Sequential(*layers)
             self.freq_projection = nn.Linear(width * (n_fft // 16), hidden)
+        self.bin_refiner = self.bin_activations = self.bin_context = None
+        if bin_refiner_channels > 0:
+            width = bin_refiner_channels
+            # (frequency, time) kernels over the deep-filtered bins; padding keeps both axes
+            self.bin_refiner = nn.ModuleList(
+                [
+                    nn.Conv2d(2, width, (5, 3), padding=(2, 1)),
+                    nn.Conv2d(width, width, (5, 3), padding=(2, 1)),
+                    nn.Conv2d(width, 1, (3, 3), padding=(1, 1)),
+                ]
+            )
+            self.bin_activations = nn.ModuleList([nn.PReLU(width), nn.PReLU(width)])
+            self.bin_context = nn.Linear(hidden, width)
+            nn.init.zeros_(self.bin_refiner[-1].weight)  # gain 2·sigmoid(0) = 1: unchanged
+            nn.init.zeros_(self.bin_refiner[-1].bias)
         projections = [*self.residual_projections, self.backward_projection, self.freq_projection]
         for projection in filter(None, projections):
             nn.init.zeros_(projection.weight)
@@ -223,6 +246,21 @@ class SpectralRestorer(nn.Module):
         maps = self.freq_conv(level)  # [batch, channels, bins / 8, frames]
         maps = maps.flatten(1, 2).transpose(1, 2)  # [batch, frames, channels · bins / 8]
         return self.freq_projection(maps).transpose(1, 2)
+
+    def refine_bins(
+        self, spec: torch.Tensor, low: torch.Tensor, hidden_states: torch.Tensor
+    ) -> torch.Tensor:
+        """The deep filter's output `low` [batch, df_bins, frames] times a real gain per bin
+        and frame in (0, 2), from a 2-D conv over the input's and the output's log power of
+        those bins with the recurrent state [batch, frames, hidden] added per frame."""
+        bins = low.shape[1]
+        levels = [spec[:, :bins].abs().square(), low.abs().square()]
+        maps = torch.stack([10 * torch.log10(level + 1e-10) / 40 + 1 for level in levels], 1)
+        first, second, last = self.bin_refiner
+        maps = self.bin_activations[0](first(maps))  # [batch, channels, bins, frames]
+        maps = maps + self.bin_context(hidden_states.float()).transpose(1, 2)[:, :, None]
+        maps = self.bin_activations[1](second(maps))
+        return low * (2 * torch.sigmoid(last(maps)[:, 0]))
 
     def above_floor(self, band_db: torch.Tensor) -> torch.Tensor:
         """dB above each band's minimum over the last `floor_frames` frames (≥ 0), from the
@@ -342,6 +380,8 @@ class SpectralRestorer(nn.Module):
             bin_gains = torch.matmul(self.erb.T, gains.transpose(1, 2))  # [batch, bins, frames]
             gained = spec * bin_gains
             low = self.deep_filter(gained[:, : self.df_bins], taps)
+            if self.bin_refiner is not None:
+                low = self.refine_bins(spec, low, hidden_states)
             restored = torch.cat([low, gained[:, self.df_bins :]], dim=1)
             if self.highpass_hz > 0:
                 restored = restored * self.low_cut

@@ -95,7 +95,13 @@ INFERENCE_ONLY = (
 
 
 # what `init_from` may add to a base
-GROWN = ("residual_gru_layers", "magnitude_bins", "backward_gru_hidden", "freq_conv_channels")
+GROWN = (
+    "residual_gru_layers",
+    "magnitude_bins",
+    "backward_gru_hidden",
+    "freq_conv_channels",
+    "bin_refiner_channels",
+)
 
 
 def _architecture(config: dict) -> dict:
@@ -114,11 +120,11 @@ def _blend(generator, base_dir: Path, blend: float) -> None:  # noqa: ANN001
     """generator ← base + blend · (generator − base), in place.
 
     The base may have fewer residual GRU layers or magnitude input bins than the run, or no
-    backward GRU or frequency conv (the run grew them with `init_from`): it is grown the same
-    way first — each new layer's projection and each new input bin's weights at zero, so the
-    grown base computes exactly what the base did, and the new layer's own weights, which
-    that output does not depend on, taken from the run. The blend then scales what the new layers
-    and bins add by `blend`."""
+    backward GRU, frequency conv or bin refiner (the run grew them with `init_from`): it is
+    grown the same way first — each new layer's projection (the bin refiner's last layer) and
+    each new input bin's weights at zero, so the grown base computes exactly what the base
+    did, and the new layer's own weights, which that output does not depend on, taken from
+    the run. The blend then scales what the new layers and bins add by `blend`."""
     import torch
 
     from finally_cli.models.hub import read_config
@@ -147,10 +153,14 @@ def _blend(generator, base_dir: Path, blend: float) -> None:  # noqa: ANN001
             and parts[-2].isdigit()
             and int(parts[-2]) >= base_layers
         )
-        added = ("backward_gru", "backward_projection", "freq_projection")
-        backward = len(parts) > 2 and (parts[-2] in added or parts[-3] == "freq_conv")
+        added = ("backward_gru", "backward_projection", "freq_projection", "bin_context")
+        modules = ("freq_conv", "bin_refiner", "bin_activations")
+        backward = len(parts) > 2 and (parts[-2] in added or parts[-3] in modules)
         if grown or backward:
-            projection = parts[-3] == "residual_projections" or parts[-2] in added[1:]
+            # what the grown base reads of a new block starts at zero: the projections and
+            # the bin refiner's last layer (gain 1)
+            projection = parts[-3] == "residual_projections" or parts[-2] in added[1:3]
+            projection = projection or (parts[-3] == "bin_refiner" and parts[-2] == "2")
             base[name] = torch.zeros_like(value) if projection else value.clone()
     base.update(_grown_inputs(state, base))  # new input bins: zero weights, as `init_from`
     if set(base) != set(state) or any(base[k].shape != state[k].shape for k in state):
