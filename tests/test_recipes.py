@@ -192,10 +192,11 @@ def test_training_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
     steady noise, 500 steps at 3e-4, blended half-way back with the mix-back stage on (0.10),
     then 250 steps with teacher targets for half the items, blended half-way back (0.11), then
     1 750 steps towards the geometric teacher with a backward GRU and L1 spectral errors,
-    blended half-way back (0.12); the export is what weights/finally-small holds."""
+    blended half-way back (0.12), then a bin refiner and 750 steps of that recipe, blended
+    half-way back (0.13); the export is what weights/finally-small holds."""
     runs, work = _recipe_calls(tmp_path, "finally-small-cpu.sh", {})
-    assert _stages(runs) == [(1, f"s{i}") for i in range(1, 11)]
-    first, second, third, fourth, fifth, sixth, seventh, eighth, ninth, tenth = (
+    assert _stages(runs) == [(1, f"s{i}") for i in range(1, 12)]
+    first, second, third, fourth, fifth, sixth, seventh, eighth, ninth, tenth, eleventh = (
         argv for argv in runs if "--run-dir" in argv
     )
     assert "steps=5000" in first and "degradation.p_mic=0.3" in first
@@ -240,22 +241,33 @@ def test_training_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
     assert config.data.pairs == str(work / "pool-geo") and config.data.p_pairs == 0.5
     assert config.loss.spectral_distance == "l1" and config.checkpoint_every == 250
     grown, _ = generator_config(config)
-    assert grown.spectral_restorer.residual_gru_layers == 1  # what weights/finally-small holds
+    assert grown.spectral_restorer.residual_gru_layers == 1
     assert grown.spectral_restorer.backward_gru_hidden == 256
+    assert f"init_from={work / 's10-model'}" in eleventh and "steps=750" in eleventh
+    sets = [eleventh[i + 1] for i, arg in enumerate(eleventh) if arg == "--set"]
+    sets = [s for s in sets if not s.startswith("init_from=")]
+    config = load_config("finally-small/stage1", sets)
+    assert config.data.pairs == str(work / "pool-geo") and config.loss.spectral_distance == "l1"
+    grown, _ = generator_config(config)
+    restorer = grown.spectral_restorer  # what weights/finally-small holds
+    assert restorer.residual_gru_layers == 1 and restorer.backward_gru_hidden == 256
+    assert restorer.bin_refiner_channels == 16
     exports = [argv for argv in runs if argv[:2] == ["train", "export"]]
-    outs = ("s5-model", "s6-model", "s7-model", "s8-model", "s9-model", "finally-small")
+    outs = ("s5-model", "s6-model", "s7-model", "s8-model", "s9-model", "s10-model")
+    outs += ("finally-small",)
     bases = ("s4-model", "s5-model", "s6-model", "s7-model", "s8-model", "s9-model")
-    for export, out, base in zip(exports[-6:], outs, bases, strict=True):
+    bases += ("s10-model",)
+    for export, out, base in zip(exports[-7:], outs, bases, strict=True):
         assert export[export.index("-o") + 1] == str(work / out)
         assert export[export.index("--blend-from") + 1] == str(work / base)
-    assert "spectral_restorer.mix_back=1" in exports[-3]  # inherited by i's and j's runs
+    assert "spectral_restorer.mix_back=1" in exports[-4]  # inherited by i's, j's and k's runs
 
 
 def test_training_recipe_continues_from_given_weights(tmp_path: Path) -> None:
     """INIT=weights/finally-small (a new machine without the run folder): no earlier phase, the
     last phase starts from the shipped weights."""
     runs, _ = _recipe_calls(tmp_path, "finally-small-cpu.sh", {"INIT": "weights/finally-small"})
-    assert _stages(runs) == [(1, f"s{i}") for i in range(4, 11)]
+    assert _stages(runs) == [(1, f"s{i}") for i in range(4, 12)]
     train = next(argv for argv in runs if "--run-dir" in argv)
     assert "init_from=weights/finally-small" in train
 

@@ -48,8 +48,9 @@ DATA=(--set "data.clean=[$WORK/offline/clean/train]" --set "data.noise=[$WORK/of
 #       blended half-way back, the mix-back stage on (these were 0.10);
 #    i. teacher targets for half the items, 250 steps from h, blended half-way back (0.11);
 #    j. geometric teacher targets, a backward GRU and L1 spectral errors, 1 750 steps from i,
-#       blended half-way back (0.12).
-#    INIT=weights/finally-small skips a-c and continues from the shipped weights with d-j.
+#       blended half-way back (0.12);
+#    k. a bin refiner, 750 steps of j's recipe from j, blended half-way back (0.13).
+#    INIT=weights/finally-small skips a-c and continues from the shipped weights with d-k.
 #    Since session 14 the microphone EQ of the mix has zero phase (docs/training.md item 16),
 #    and since session 15 stage1.yaml high-passes the clean speech at 50 Hz before use
 #    (data.clean_highpass_hz, item 17), so a rebuild from a differs from the shipped weights,
@@ -191,4 +192,20 @@ OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" \
     --set "data.targets=$WORK/clean-quiet" --set data.max_floor_db=0 --set optim.lr=3e-4 \
     --set steps=1750 --run-dir "$WORK/s10" "${RESUME[@]}"
 finally train export "$WORK/s10" --step 1750 --blend-from "$WORK/s9-model" --blend 0.5 \
+    -o "$WORK/s10-model"
+# k. A bin refiner (these are 0.13; docs/training.md items 28-29): a per-bin, per-frame gain on
+#    the deep-filtered bins from a small 2-D conv over their log power (grown at gain 1, so
+#    the run starts from exactly j's output); 750 steps of j's recipe from j, then half-way
+#    back towards j.
+{ cat "$WORK/grow1bw.yaml"; printf '  bin_refiner_channels: 16\n'; } > "$WORK/grow1bwbr.yaml"
+RESUME=()
+if [ -d "$WORK/s11/checkpoints" ]; then RESUME=(--resume); fi
+OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" \
+    --set "init_from=$WORK/s10-model" "${COMMON[@]}" "${PHASE_C[@]}" \
+    --set checkpoint_every=250 --set "overlays=[$WORK/grow1bwbr.yaml]" \
+    --set degradation.p_stationary=0.2 --set "data.pairs=$WORK/pool-geo" \
+    --set data.p_pairs=0.5 --set loss.spectral_distance=l1 \
+    --set "data.targets=$WORK/clean-quiet" --set data.max_floor_db=0 --set optim.lr=3e-4 \
+    --set steps=750 --run-dir "$WORK/s11" "${RESUME[@]}"
+finally train export "$WORK/s11" --step 750 --blend-from "$WORK/s10-model" --blend 0.5 \
     -o "$WORK/finally-small"
