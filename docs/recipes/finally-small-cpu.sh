@@ -182,30 +182,25 @@ printf 'spectral_restorer:\n  residual_gru_layers: 1\n  backward_gru_hidden: 256
 [ -f "$WORK/pool-geo/manifest.csv" ] || python -m finally_cli.training.recipes.teacher \
     "$WORK/pool" -o "$WORK/pool-geo" --teacher deepfilternet3 --teacher dtln \
     --combine geometric
-RESUME=()
-if [ -d "$WORK/s10/checkpoints" ]; then RESUME=(--resume); fi
-OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" \
-    --set "init_from=$WORK/s9-model" "${COMMON[@]}" "${PHASE_C[@]}" \
-    --set checkpoint_every=250 --set "overlays=[$WORK/grow1bw.yaml]" \
-    --set degradation.p_stationary=0.2 --set "data.pairs=$WORK/pool-geo" \
-    --set data.p_pairs=0.5 --set loss.spectral_distance=l1 \
-    --set "data.targets=$WORK/clean-quiet" --set data.max_floor_db=0 --set optim.lr=3e-4 \
-    --set steps=1750 --run-dir "$WORK/s10" "${RESUME[@]}"
-finally train export "$WORK/s10" --step 1750 --blend-from "$WORK/s9-model" --blend 0.5 \
-    -o "$WORK/s10-model"
+PHASE_J=(--set degradation.p_stationary=0.2 --set "data.pairs=$WORK/pool-geo"
+         --set data.p_pairs=0.5 --set loss.spectral_distance=l1
+         --set "data.targets=$WORK/clean-quiet" --set data.max_floor_db=0 --set optim.lr=3e-4)
+# phase_j RUN FROM OVERLAY STEPS OUT: j's recipe from FROM's weights grown by OVERLAY, STEPS
+# steps in RUN, then half-way back towards FROM, written to OUT.
+phase_j() {
+  local resume=()
+  if [ -d "$WORK/$1/checkpoints" ]; then resume=(--resume); fi
+  OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" \
+      --set "init_from=$WORK/$2" "${COMMON[@]}" "${PHASE_C[@]}" \
+      --set checkpoint_every=250 --set "overlays=[$WORK/$3]" "${PHASE_J[@]}" \
+      --set "steps=$4" --run-dir "$WORK/$1" "${resume[@]}"
+  finally train export "$WORK/$1" --step "$4" --blend-from "$WORK/$2" --blend 0.5 \
+      -o "$WORK/$5"
+}
+phase_j s10 s9-model grow1bw.yaml 1750 s10-model
 # k. A bin refiner (these are 0.13; docs/training.md items 28-29): a per-bin, per-frame gain on
 #    the deep-filtered bins from a small 2-D conv over their log power (grown at gain 1, so
 #    the run starts from exactly j's output); 750 steps of j's recipe from j, then half-way
 #    back towards j.
 { cat "$WORK/grow1bw.yaml"; printf '  bin_refiner_channels: 16\n'; } > "$WORK/grow1bwbr.yaml"
-RESUME=()
-if [ -d "$WORK/s11/checkpoints" ]; then RESUME=(--resume); fi
-OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" \
-    --set "init_from=$WORK/s10-model" "${COMMON[@]}" "${PHASE_C[@]}" \
-    --set checkpoint_every=250 --set "overlays=[$WORK/grow1bwbr.yaml]" \
-    --set degradation.p_stationary=0.2 --set "data.pairs=$WORK/pool-geo" \
-    --set data.p_pairs=0.5 --set loss.spectral_distance=l1 \
-    --set "data.targets=$WORK/clean-quiet" --set data.max_floor_db=0 --set optim.lr=3e-4 \
-    --set steps=750 --run-dir "$WORK/s11" "${RESUME[@]}"
-finally train export "$WORK/s11" --step 750 --blend-from "$WORK/s10-model" --blend 0.5 \
-    -o "$WORK/finally-small"
+phase_j s11 s10-model grow1bwbr.yaml 750 finally-small
