@@ -192,8 +192,8 @@ def test_training_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
     steady noise, 500 steps at 3e-4, blended half-way back with the mix-back stage on (0.10),
     then 250 steps with teacher targets for half the items, blended half-way back (0.11), then
     1 750 steps towards the geometric teacher with a backward GRU and L1 spectral errors,
-    blended half-way back (0.12), then a bin refiner and 750 steps of that recipe, blended
-    half-way back (0.13); the export is what weights/finally-small holds."""
+    blended half-way back (0.12), then a bin refiner and 1 500 steps of that recipe, blended
+    half-way back (0.14); the export is what weights/finally-small holds."""
     runs, work = _recipe_calls(tmp_path, "finally-small-cpu.sh", {})
     assert _stages(runs) == [(1, f"s{i}") for i in range(1, 12)]
     first, second, third, fourth, fifth, sixth, seventh, eighth, ninth, tenth, eleventh = (
@@ -243,7 +243,7 @@ def test_training_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
     grown, _ = generator_config(config)
     assert grown.spectral_restorer.residual_gru_layers == 1
     assert grown.spectral_restorer.backward_gru_hidden == 256
-    assert f"init_from={work / 's10-model'}" in eleventh and "steps=750" in eleventh
+    assert f"init_from={work / 's10-model'}" in eleventh and "steps=1500" in eleventh
     sets = [eleventh[i + 1] for i, arg in enumerate(eleventh) if arg == "--set"]
     sets = [s for s in sets if not s.startswith("init_from=")]
     config = load_config("finally-small/stage1", sets)

@@ -49,7 +49,7 @@ DATA=(--set "data.clean=[$WORK/offline/clean/train]" --set "data.noise=[$WORK/of
 #    i. teacher targets for half the items, 250 steps from h, blended half-way back (0.11);
 #    j. geometric teacher targets, a backward GRU and L1 spectral errors, 1 750 steps from i,
 #       blended half-way back (0.12);
-#    k. a bin refiner, 750 steps of j's recipe from j, blended half-way back (0.13).
+#    k. a bin refiner, 1 500 steps of j's recipe from j, blended half-way back (0.14).
 #    INIT=weights/finally-small skips a-c and continues from the shipped weights with d-k.
 #    Since session 14 the microphone EQ of the mix has zero phase (docs/training.md item 16),
 #    and since session 15 stage1.yaml high-passes the clean speech at 50 Hz before use
@@ -198,9 +198,9 @@ phase_j() {
       -o "$WORK/$5"
 }
 phase_j s10 s9-model grow1bw.yaml 1750 s10-model
-# k. A bin refiner (these are 0.13; docs/training.md items 28-29): a per-bin, per-frame gain on
+# k. A bin refiner (these are 0.14; docs/training.md items 28-29): a per-bin, per-frame gain on
 #    the deep-filtered bins from a small 2-D conv over their log power (grown at gain 1, so
-#    the run starts from exactly j's output); 750 steps of j's recipe from j, then half-way
-#    back towards j.
+#    the run starts from exactly j's output); 1 500 steps of j's recipe from j, then
+#    half-way back towards j.
 { cat "$WORK/grow1bw.yaml"; printf '  bin_refiner_channels: 16\n'; } > "$WORK/grow1bwbr.yaml"
-phase_j s11 s10-model grow1bwbr.yaml 750 finally-small
+phase_j s11 s10-model grow1bwbr.yaml 1500 finally-small
