@@ -153,15 +153,16 @@ def _blend(generator, base_dir: Path, blend: float) -> None:  # noqa: ANN001
             and parts[-2].isdigit()
             and int(parts[-2]) >= base_layers
         )
-        added = ("backward_gru", "backward_projection", "freq_projection", "bin_context")
+        zero_start = ("backward_projection", "freq_projection")
+        layers = ("backward_gru", "bin_context", *zero_start)
         modules = ("freq_conv", "bin_refiner", "bin_activations")
-        backward = len(parts) > 2 and (parts[-2] in added or parts[-3] in modules)
-        if grown or backward:
+        added = len(parts) > 2 and (parts[-2] in layers or parts[-3] in modules)
+        if grown or added:
             # what the grown base reads of a new block starts at zero: the projections and
             # the bin refiner's last layer (gain 1)
-            projection = parts[-3] == "residual_projections" or parts[-2] in added[1:3]
-            projection = projection or (parts[-3] == "bin_refiner" and parts[-2] == "2")
-            base[name] = torch.zeros_like(value) if projection else value.clone()
+            zero = parts[-3] == "residual_projections" or parts[-2] in zero_start
+            zero = zero or parts[-3:-1] == ["bin_refiner", "2"]
+            base[name] = torch.zeros_like(value) if zero else value.clone()
     base.update(_grown_inputs(state, base))  # new input bins: zero weights, as `init_from`
     if set(base) != set(state) or any(base[k].shape != state[k].shape for k in state):
         raise CheckpointError(f"--blend-from {base_dir}: its weights do not match the run's model")
