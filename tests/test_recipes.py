@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -377,3 +379,29 @@ def test_babble_recipe_mixes_several_training_talkers_and_resumes(tmp_path: Path
     with pytest.raises(SystemExit, match="outside the speech"):
         babble.build(clean, clean / "babble")
     assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_paired_differences_match_the_files_by_name_and_report_the_mean_change(
+    tmp_path: Path,
+) -> None:
+    # docs/recipes/paired.py decides what ships (docs/training.md): B − A per file, matched by
+    # name, whatever the row order, over the files both CSVs scored.
+    header = ["system", "file", "condition", "dnsmos_ovrl", "pesq"]
+    a_rows = [["m", f"f{i}", "snr_0" if i < 2 else "mp3", 2.0 + i, 1.5] for i in range(4)]
+    b_rows = [["m", f"f{i}", "", 2.1 + i, 1.5 + 0.2 * (i % 2)] for i in (3, 2, 1, 0, 9)]
+    for name, rows in (("a.csv", a_rows), ("b.csv", b_rows)):
+        with (tmp_path / name).open("w", newline="") as f:
+            csv.writer(f).writerows([header, *rows])
+    script = Path(__file__).parent.parent / "docs" / "recipes" / "paired.py"
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "b.csv"), str(tmp_path / "a.csv")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    lines = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line}
+    assert result.stdout.startswith("4 files")
+    assert lines["dnsmos_ovrl"][3] == "+0.1000" and lines["dnsmos_ovrl"][4] == "0.0000"
+    assert lines["pesq"][3] == "+0.1000"
+    assert lines["snr_0"][1:] == ["+0.100", "/", "+0.100"]  # conditions come from A
