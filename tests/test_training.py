@@ -702,6 +702,49 @@ def test_export_blends_the_run_with_the_model_it_started_from(
     assert not (tmp_path / "bad").exists()
 
 
+def test_export_averages_runs_of_one_architecture_before_blending(
+    tmp_path: Path, clean_dir: Path
+) -> None:
+    """`export RUN --with OTHER --step s` writes the mean of both runs' step-s weights (a model
+    soup), then blends it; a run of another architecture is refused in one line and nothing
+    is written."""
+    from safetensors.torch import load_file
+
+    sets = [f"data.clean=[{clean_dir}]", "steps=2", "checkpoint_every=1", "optim.lr=1e-2"]
+    runs = {}
+    for seed in (1, 2):
+        runs[seed] = tmp_path / f"run{seed}"
+        extra = ["--set", f"seed={seed}"]
+        args = sum((["--set", s] for s in sets), [])
+        train_cli("--config", "tiny/stage1", *args, *extra, "--run-dir", str(runs[seed]))
+        train_cli("export", str(runs[seed]), "--step", "2", "-o", str(tmp_path / f"end{seed}"))
+    train_cli("export", str(runs[1]), "--step", "1", "-o", str(tmp_path / "base"))
+    soup = ["export", str(runs[1]), "--step", "2", "--with", str(runs[2])]
+    train_cli(*soup, "-o", str(tmp_path / "mean"))
+    train_cli(*soup, "--blend-from", str(tmp_path / "base"), "--blend", "0.5", "-o",
+              str(tmp_path / "half"))  # fmt: skip
+    end1, end2, mean, base, half = (
+        load_file(str(tmp_path / name / "model.safetensors"))
+        for name in ("end1", "end2", "mean", "base", "half")
+    )
+    differ = [k for k in end1 if end1[k].is_floating_point() and not torch.equal(end1[k], end2[k])]
+    assert differ  # the seeds trained apart
+    for k in differ:
+        assert torch.allclose(mean[k], 0.5 * (end1[k] + end2[k]), atol=1e-6)
+        assert torch.allclose(half[k], 0.5 * (base[k] + mean[k]), atol=1e-6)
+    assert "the mean of this run's and `run2`'s" in (tmp_path / "mean" / "README.md").read_text()
+    other = tmp_path / "other"
+    (tmp_path / "narrow.yaml").write_text("fusion_channels: 8\n")
+    grown = ["--set", f"overlays=[{tmp_path / 'narrow.yaml'}]"]
+    train_cli("--config", "tiny/stage1", *sum((["--set", s] for s in sets), []), *grown,
+              "--run-dir", str(other))  # fmt: skip
+    result = runner.invoke(app, ["train", *soup[:-1], str(other), "-o", str(tmp_path / "bad")])
+    assert result.exit_code != 0
+    assert "model config differs" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "bad").exists()
+
+
 def saved_small_base(folder: Path) -> tuple:
     """finally-small's restorer (no 48 kHz block) with seed-1 weights, saved to `folder`: the
     base a grown run blends back towards. Returns (config, model in eval mode)."""

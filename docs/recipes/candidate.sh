@@ -6,7 +6,8 @@
 # exports WORK/RUN's checkpoint STEP, taken BLEND (default 0.5) of the way from BASE (default
 # weights/finally-small) towards it, into WORK/NAME; scores it on WORK/valcond2 into
 # WORK/ev/valcond2-NAME.{csv,json}; prints the sample's DNSMOS OVRL / WB-PESQ and the paired
-# differences against WORK/ev/valcond2-shipped.csv. With TEST=1 it also scores WORK/testset.
+# differences against WORK/ev/valcond2-shipped.csv. With TEST=1 it also scores WORK/testset;
+# SETS="testset" scores only that set.
 #
 #   bash docs/recipes/candidate.sh WORK - - shipped     scores BASE itself (the reference rows)
 #
@@ -39,8 +40,9 @@ score() {  # score SET: the model on WORK/SET into WORK/ev/SET-NAME.*
     python "$HERE/paired.py" "$WORK/ev/$1-$NAME.csv" "$WORK/ev/$1-shipped.csv"
   fi
 }
-score valcond2
-if [ "${TEST:-0}" = 1 ]; then score testset; fi
+SETS=${SETS:-valcond2}
+if [ "${TEST:-0}" = 1 ]; then SETS="$SETS testset"; fi
+for set in $SETS; do score "$set"; done
 OUT=$(mktemp -d)
 finally enhance "$HERE/../samples/noisy.wav" -o "$OUT/enhanced.wav" --model "$MODEL" \
     --device cpu -q

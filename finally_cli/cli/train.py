@@ -163,6 +163,15 @@ def export(
             "(e.g. spectral_restorer.postfilter_below=0.15). Repeatable.",
         ),
     ] = None,
+    average_with: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--with",
+            help="Another run of the same architecture (e.g. another seed from the same start): "
+            "average its checkpoint of the same --step with this run's before any blend. "
+            "Repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Turn a run's newest (best, or chosen) generator into a model folder for `--model`."""
     import shutil
@@ -175,6 +184,8 @@ def export(
         fail("--best and --blend-from: export a --step to blend", 2)
     if best and overrides:
         fail("--best and --set: export a --step to change its config", 2)
+    if best and average_with:
+        fail("--best and --with: export a --step to average", 2)
     if best:
         if not (run_dir / "best" / "model.safetensors").is_file():
             fail(f"{run_dir}: no best/ model yet (validation has not run)", 1)
@@ -187,6 +198,7 @@ def export(
             blend_from=blend_from,
             blend=blend,
             model_overrides=overrides,
+            average_with=average_with,
         )
     typer.echo(str(output))
 

@@ -21,6 +21,7 @@ def export_model(
     blend_from: Path | None = None,
     blend: float = 1.0,
     model_overrides: list[str] | None = None,
+    average_with: list[Path] | None = None,
 ) -> Path:
     """Write config.json + model.safetensors + README.md for the newest checkpoint, the
     checkpoint of `checkpoint_step`, or the given in-memory generator.
@@ -33,24 +34,20 @@ def export_model(
     `model_overrides` (`key.path=value`, as `--set`) change the run's model config before the
     weights are loaded: settings that leave the parameters as they are, such as the restorer's
     inference stages (`spectral_restorer.mix_back`, `spectral_restorer.postfilter_below`).
+
+    `average_with` (run folders of the same model config, e.g. the same recipe from the same
+    start with other seeds) averages their checkpoints of the same step (or their newest) with
+    this run's before any blend: a uniform model soup (Wortsman et al., 2022).
     """
     run_dir = Path(run_dir)
+    averaged = ""
     if generator is None:
-        found = checkpoints(run_dir)
-        if not found:
-            raise CheckpointError(f"{run_dir}: no checkpoint to export")
-        if checkpoint_step is None:  # the newest that reads back whole (a kill may cut one)
-            chosen, weights = newest_weights(run_dir)
-        else:
-            steps = [int(p.name[5:]) for p in found]
-            if checkpoint_step not in steps:
-                kept = ", ".join(map(str, steps))
-                raise CheckpointError(
-                    f"{run_dir}: no checkpoint of step {checkpoint_step} (kept: {kept})"
-                )
-            chosen = found[steps.index(checkpoint_step)]
-            weights = model_weights(chosen)
+        chosen, weights = _checkpoint_weights(run_dir, checkpoint_step)
         config_dict = json.loads((run_dir / "model_config.json").read_text())
+        if average_with:
+            weights = _average(run_dir, config_dict, weights, average_with, checkpoint_step)
+            names = ", ".join(f"`{Path(r).name}`" for r in average_with)
+            averaged = f"Weights: the mean of this run's and {names}'s.\n\n"
         if model_overrides:
             from finally_cli.training.config import merge, parse_set
 
@@ -71,6 +68,7 @@ def export_model(
         f"Trained with `finally train`, stage {train_config['stage']}, {step} steps "
         f"(batch {train_config['batch_size']} × accumulation {train_config['grad_accum']}), "
         f"{generator.config.output_sample_rate} Hz output.\n\n"
+        + averaged
         + blended
         + f"Clean data: {', '.join(train_config['data']['clean']) or '-'}; noise: "
         f"{', '.join(train_config['data']['noise']) or 'synthetic'}.\n\n"
@@ -79,6 +77,44 @@ def export_model(
     )
     save_model(generator, out_dir, card=card)
     return out_dir
+
+
+def _checkpoint_weights(run_dir: Path, step: int | None) -> tuple[Path, dict]:
+    """The checkpoint folder of `step` (default: the newest that reads back whole) and its
+    generator weights."""
+    found = checkpoints(run_dir)
+    if not found:
+        raise CheckpointError(f"{run_dir}: no checkpoint to export")
+    if step is None:  # the newest that reads back whole (a kill may cut one)
+        return newest_weights(run_dir)
+    steps = [int(p.name[5:]) for p in found]
+    if step not in steps:
+        kept = ", ".join(map(str, steps))
+        raise CheckpointError(f"{run_dir}: no checkpoint of step {step} (kept: {kept})")
+    chosen = found[steps.index(step)]
+    return chosen, model_weights(chosen)
+
+
+def _average(
+    run_dir: Path, config: dict, weights: dict, others: list[Path], step: int | None
+) -> dict:
+    """The element-wise mean of `weights` and the other runs' checkpoints of `step`; every
+    run must have the same model config."""
+    members = [weights]
+    for other in map(Path, others):
+        config_file = other / "model_config.json"
+        if not config_file.is_file():
+            raise CheckpointError(f"{other}: not a training run folder (no model_config.json)")
+        if json.loads(config_file.read_text()) != config:
+            raise CheckpointError(
+                f"{other}: its model config differs from {run_dir}'s; only runs of one "
+                "architecture can be averaged"
+            )
+        members.append(_checkpoint_weights(other, step)[1])
+    return {
+        name: sum(m[name] for m in members) / len(members) if tensor.is_floating_point() else tensor
+        for name, tensor in weights.items()
+    }
 
 
 # Restorer settings that only act at inference: a blend may write them differently from the
