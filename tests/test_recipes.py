@@ -158,7 +158,8 @@ def _recipe_calls(tmp_path: Path, recipe_name: str, env_extra: dict[str, str]) -
     work = tmp_path / "work"
     for folder in ("offline", "val"):  # the recipe skips the data steps when these exist
         (work / folder).mkdir(parents=True)
-    for folder in ("pool", "pool-dfn3", "pool-avg", "pool-geo"):  # and the teacher pools when
+    for folder in ("pool", "pool-dfn3", "pool-avg", "pool-geo", "pool-b", "pool-geo-b"):  # and the
+        # teacher pools when
         (work / folder).mkdir(parents=True)  # their manifests exist
         (work / folder / "manifest.csv").write_text("file,condition\n")
     (work / "clean-quiet").mkdir()  # and the quietened copy when it exists
@@ -195,12 +196,15 @@ def test_training_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
     then 250 steps with teacher targets for half the items, blended half-way back (0.11), then
     1 750 steps towards the geometric teacher with a backward GRU and L1 spectral errors,
     blended half-way back (0.12), then a bin refiner and 1 500 steps of that recipe, blended
-    half-way back (0.14); the export is what weights/finally-small holds."""
+    half-way back (0.14), then that recipe with a second teacher pool in two data seeds, 500
+    steps each, averaged and blended half-way back (0.15); the export is what
+    weights/finally-small holds."""
     runs, work = _recipe_calls(tmp_path, "finally-small-cpu.sh", {})
-    assert _stages(runs) == [(1, f"s{i}") for i in range(1, 12)]
-    first, second, third, fourth, fifth, sixth, seventh, eighth, ninth, tenth, eleventh = (
-        argv for argv in runs if "--run-dir" in argv
-    )
+    assert _stages(runs) == [(1, f"s{i}") for i in range(1, 12)] + [(1, "s12-1"), (1, "s12-2")]
+    trains = [argv for argv in runs if "--run-dir" in argv]
+    first, second, third, fourth, fifth, sixth, seventh, eighth, ninth, tenth, eleventh = trains[
+        :11
+    ]
     assert "steps=5000" in first and "degradation.p_mic=0.3" in first
     assert f"init_from={work / 's1'}" in second and "steps=1000" in second
     assert f"init_from={work / 's2'}" in third and "data.max_floor_db=-32" in third
@@ -254,22 +258,32 @@ def test_training_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
     restorer = grown.spectral_restorer  # what weights/finally-small holds
     assert restorer.residual_gru_layers == 1 and restorer.backward_gru_hidden == 256
     assert restorer.bin_refiner_channels == 16
+    for seed, twelfth in enumerate(trains[11:], start=1):
+        assert f"init_from={work / 's11-model'}" in twelfth and "steps=500" in twelfth
+        sets = [twelfth[i + 1] for i, arg in enumerate(twelfth) if arg == "--set"]
+        sets = [s for s in sets if not s.startswith("init_from=")]
+        config = load_config("finally-small/stage1", sets)
+        assert list(config.data.pairs) == [str(work / "pool-geo"), str(work / "pool-geo-b")]
+        assert config.seed == seed and config.loss.spectral_distance == "l1"
+        assert generator_config(config)[0].spectral_restorer.bin_refiner_channels == 16
     exports = [argv for argv in runs if argv[:2] == ["train", "export"]]
     outs = ("s5-model", "s6-model", "s7-model", "s8-model", "s9-model", "s10-model")
-    outs += ("finally-small",)
+    outs += ("s11-model", "finally-small")
     bases = ("s4-model", "s5-model", "s6-model", "s7-model", "s8-model", "s9-model")
-    bases += ("s10-model",)
-    for export, out, base in zip(exports[-7:], outs, bases, strict=True):
+    bases += ("s10-model", "s11-model")
+    for export, out, base in zip(exports[-8:], outs, bases, strict=True):
         assert export[export.index("-o") + 1] == str(work / out)
         assert export[export.index("--blend-from") + 1] == str(work / base)
-    assert "spectral_restorer.mix_back=1" in exports[-4]  # inherited by i's, j's and k's runs
+    assert exports[-1][2] == str(work / "s12-1")  # the two seeds' mean
+    assert exports[-1][exports[-1].index("--with") + 1] == str(work / "s12-2")
+    assert "spectral_restorer.mix_back=1" in exports[-5]  # inherited by i's to l's runs
 
 
 def test_training_recipe_continues_from_given_weights(tmp_path: Path) -> None:
     """INIT=weights/finally-small (a new machine without the run folder): no earlier phase, the
     last phase starts from the shipped weights."""
     runs, _ = _recipe_calls(tmp_path, "finally-small-cpu.sh", {"INIT": "weights/finally-small"})
-    assert _stages(runs) == [(1, f"s{i}") for i in range(4, 12)]
+    assert _stages(runs) == [(1, f"s{i}") for i in range(4, 12)] + [(1, "s12-1"), (1, "s12-2")]
     train = next(argv for argv in runs if "--run-dir" in argv)
     assert "init_from=weights/finally-small" in train
 

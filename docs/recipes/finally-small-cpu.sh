@@ -49,8 +49,10 @@ DATA=(--set "data.clean=[$WORK/offline/clean/train]" --set "data.noise=[$WORK/of
 #    i. teacher targets for half the items, 250 steps from h, blended half-way back (0.11);
 #    j. geometric teacher targets, a backward GRU and L1 spectral errors, 1 750 steps from i,
 #       blended half-way back (0.12);
-#    k. a bin refiner, 1 500 steps of j's recipe from j, blended half-way back (0.14).
-#    INIT=weights/finally-small skips a-c and continues from the shipped weights with d-k.
+#    k. a bin refiner, 1 500 steps of j's recipe from j, blended half-way back (0.14);
+#    l. k's recipe with a second, low-SNR teacher pool, 500 steps in each of two data seeds,
+#       the two runs averaged and blended half-way back towards k (0.15).
+#    INIT=weights/finally-small skips a-c and continues from the shipped weights with d-l.
 #    Since session 14 the microphone EQ of the mix has zero phase (docs/training.md item 16),
 #    and since session 15 stage1.yaml high-passes the clean speech at 50 Hz before use
 #    (data.clean_highpass_hz, item 17), so a rebuild from a differs from the shipped weights,
@@ -198,9 +200,32 @@ phase_j() {
       -o "$WORK/$5"
 }
 phase_j s10 s9-model grow1bw.yaml 1750 s10-model
-# k. A bin refiner (these are 0.14; docs/training.md items 28-29): a per-bin, per-frame gain on
+# k. A bin refiner (these were 0.14; docs/training.md items 28-29): a per-bin, per-frame gain on
 #    the deep-filtered bins from a small 2-D conv over their log power (grown at gain 1, so
 #    the run starts from exactly j's output); 1 500 steps of j's recipe from j, then
 #    half-way back towards j.
 { cat "$WORK/grow1bw.yaml"; printf '  bin_refiner_channels: 16\n'; } > "$WORK/grow1bwbr.yaml"
-phase_j s11 s10-model grow1bwbr.yaml 1500 finally-small
+phase_j s11 s10-model grow1bwbr.yaml 1500 s11-model
+# l. Two seeds, averaged (these are 0.15; docs/training.md item 30): a second, low-SNR pool
+#    (1 000 noise-only pairs at -5..5 dB SNR, seed 78) with geometric targets, pooled with the
+#    first; 500 steps of k's recipe from k with data seeds 1 and 2; the two runs' weights
+#    averaged (export --with) and the mean taken half-way back towards k.
+[ -f "$WORK/pool-b/manifest.csv" ] || finally train prepare-val --config finally-small/stage1 \
+    "${DATA[@]}" --set data.max_floor_db=-32 --set degradation.p_clean=0 \
+    --set degradation.p_noise=1 --set degradation.p_room=0 --set degradation.p_mic=0 \
+    --set degradation.p_codec=0 --set degradation.p_bandlimit=0 --set degradation.p_clip=0 \
+    --set "degradation.snr_db=[-5,5]" -o "$WORK/pool-b" --count 1000 --seed 78
+[ -f "$WORK/pool-geo-b/manifest.csv" ] || python -m finally_cli.training.recipes.teacher \
+    "$WORK/pool-b" -o "$WORK/pool-geo-b" --teacher deepfilternet3 --teacher dtln \
+    --combine geometric
+for seed in 1 2; do
+  resume=()
+  if [ -d "$WORK/s12-$seed/checkpoints" ]; then resume=(--resume); fi
+  OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" \
+      --set "init_from=$WORK/s11-model" "${COMMON[@]}" "${PHASE_C[@]}" \
+      --set checkpoint_every=250 --set "overlays=[$WORK/grow1bwbr.yaml]" "${PHASE_J[@]}" \
+      --set "data.pairs=[$WORK/pool-geo,$WORK/pool-geo-b]" --set "seed=$seed" \
+      --set steps=500 --run-dir "$WORK/s12-$seed" "${resume[@]}"
+done
+finally train export "$WORK/s12-1" --step 500 --with "$WORK/s12-2" \
+    --blend-from "$WORK/s11-model" --blend 0.5 -o "$WORK/finally-small"
