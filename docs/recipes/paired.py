@@ -60,18 +60,16 @@ def main() -> None:
     print(f"{'metric':<12} {'A':>8} {'B':>8} {'B-A':>8} {'±95%':>7}")
     by_condition: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for metric in METRICS:
-        pairs = [(_number(a[f].get(metric)), _number(b[f].get(metric))) for f in files]
-        pairs = [(x, y) for x, y in pairs if not (math.isnan(x) or math.isnan(y))]
+        pairs = [(f, _number(a[f].get(metric)), _number(b[f].get(metric))) for f in files]
+        pairs = [(f, x, y) for f, x, y in pairs if not (math.isnan(x) or math.isnan(y))]
         if not pairs:
             continue
-        diff, ci = _mean_ci([y - x for x, y in pairs])
-        mean_a = sum(x for x, _ in pairs) / len(pairs)
-        mean_b = sum(y for _, y in pairs) / len(pairs)
+        diff, ci = _mean_ci([y - x for _, x, y in pairs])
+        mean_a = sum(x for _, x, _ in pairs) / len(pairs)
+        mean_b = sum(y for _, _, y in pairs) / len(pairs)
         print(f"{metric:<12} {mean_a:8.4f} {mean_b:8.4f} {diff:+8.4f} {ci:7.4f}")
-        for f in files:
-            x, y = _number(a[f].get(metric)), _number(b[f].get(metric))
-            if not (math.isnan(x) or math.isnan(y)):
-                by_condition[a[f].get("condition", "")][metric].append(y - x)
+        for f, x, y in pairs:
+            by_condition[a[f].get("condition", "")][metric].append(y - x)
     shown = [
         m
         for m in ("dnsmos_ovrl", "dnsmos_bak", "pesq")

@@ -168,7 +168,8 @@ def export(
         typer.Option(
             "--with",
             help="Another run of the same architecture (e.g. another seed from the same start): "
-            "average its checkpoint of the same --step with this run's before any blend. "
+            "average its checkpoint of the same --step (or its newest) with this run's before any "
+            "blend. "
             "Repeatable.",
         ),
     ] = None,

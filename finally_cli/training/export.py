@@ -98,8 +98,8 @@ def _checkpoint_weights(run_dir: Path, step: int | None) -> tuple[Path, dict]:
 def _average(
     run_dir: Path, config: dict, weights: dict, others: list[Path], step: int | None
 ) -> dict:
-    """The element-wise mean of `weights` and the other runs' checkpoints of `step`; every
-    run must have the same model config."""
+    """The element-wise mean of `weights` and the other runs' checkpoints of `step` (each
+    one's newest when None); every run must have the same model config."""
     members = [weights]
     for other in map(Path, others):
         config_file = other / "model_config.json"
