@@ -100,11 +100,11 @@ finally train export "$WORK/s4" -o "$WORK/s4-model"
 #    the training voices, DeepFilterNet3's output on each as its target (recipes.teacher; needs
 #    the `peers` extra), 500 steps of d's recipe from d with data.p_pairs=0.5, then the
 #    weights taken half-way back towards d's (export --blend-from; docs/training.md item 15).
+NOISE_ONLY=(--set data.max_floor_db=-32 --set degradation.p_clean=0 --set degradation.p_noise=1
+            --set degradation.p_room=0 --set degradation.p_mic=0 --set degradation.p_codec=0
+            --set degradation.p_bandlimit=0 --set degradation.p_clip=0)
 [ -f "$WORK/pool/manifest.csv" ] || finally train prepare-val --config finally-small/stage1 \
-    "${DATA[@]}" --set data.max_floor_db=-32 --set degradation.p_clean=0 \
-    --set degradation.p_noise=1 --set degradation.p_room=0 --set degradation.p_mic=0 \
-    --set degradation.p_codec=0 --set degradation.p_bandlimit=0 --set degradation.p_clip=0 \
-    -o "$WORK/pool" --count 3000 --seed 77
+    "${DATA[@]}" "${NOISE_ONLY[@]}" -o "$WORK/pool" --count 3000 --seed 77
 [ -f "$WORK/pool-dfn3/manifest.csv" ] || python -m finally_cli.training.recipes.teacher \
     "$WORK/pool" -o "$WORK/pool-dfn3" --teacher deepfilternet3
 RESUME=()
@@ -211,10 +211,8 @@ phase_j s11 s10-model grow1bwbr.yaml 1500 s11-model
 #    first; 500 steps of k's recipe from k with data seeds 1 and 2; the two runs' weights
 #    averaged (export --with) and the mean taken half-way back towards k.
 [ -f "$WORK/pool-b/manifest.csv" ] || finally train prepare-val --config finally-small/stage1 \
-    "${DATA[@]}" --set data.max_floor_db=-32 --set degradation.p_clean=0 \
-    --set degradation.p_noise=1 --set degradation.p_room=0 --set degradation.p_mic=0 \
-    --set degradation.p_codec=0 --set degradation.p_bandlimit=0 --set degradation.p_clip=0 \
-    --set "degradation.snr_db=[-5,5]" -o "$WORK/pool-b" --count 1000 --seed 78
+    "${DATA[@]}" "${NOISE_ONLY[@]}" --set "degradation.snr_db=[-5,5]" -o "$WORK/pool-b" \
+    --count 1000 --seed 78
 [ -f "$WORK/pool-geo-b/manifest.csv" ] || python -m finally_cli.training.recipes.teacher \
     "$WORK/pool-b" -o "$WORK/pool-geo-b" --teacher deepfilternet3 --teacher dtln \
     --combine geometric
