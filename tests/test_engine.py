@@ -163,11 +163,13 @@ def test_cuda_bf16_close_to_fp32(small_model) -> None:  # noqa: ANN001
     assert snr_db(ref, fast) > 20
 
 
-def test_cpu_workers_give_the_same_audio_and_restore_threads(small_model, tmp_path) -> None:  # noqa: ANN001
+def test_cpu_workers_and_batches_give_the_same_audio_and_restore_threads(
+    small_model, tmp_path, monkeypatch
+) -> None:  # noqa: ANN001
     import soundfile as sf
 
     # Two files of several windows each, the last windows short: packed across files, in
-    # flight on two workers, handed back in order.
+    # flight on one or two workers, one to three windows per forward, handed back in order.
     files = []
     for i, seconds in enumerate((9.7, 5.3)):
         path = tmp_path / f"in{i}.wav"
@@ -175,18 +177,31 @@ def test_cpu_workers_give_the_same_audio_and_restore_threads(small_model, tmp_pa
         files.append(path)
     threads = torch.get_num_threads()
     outputs = {}
-    for workers in (1, 2):
-        options = cpu(chunk_seconds=2.048, overlap_seconds=0.25, workers=workers)
+    forwards: list[list[int]] = []
+    run_windows = Enhancer.run_windows
+
+    def spy(self, windows):  # noqa: ANN001, ANN202
+        forwards[-1].append(windows.shape)
+        return run_windows(self, windows)
+
+    monkeypatch.setattr(Enhancer, "run_windows", spy)
+    for workers, batch in ((1, 1), (2, 1), (2, None), (1, 3)):
+        forwards.append([])
+        options = cpu(chunk_seconds=2.048, overlap_seconds=0.25, workers=workers, batch_size=batch)
         enhancer = Enhancer(small_model, options)
-        assert enhancer.workers == workers and enhancer.batch_size == workers
-        pairs = [(f, tmp_path / f"w{workers}_{f.name}") for f in files]
+        # The recurrent restorer runs two windows per forward on CPU unless told otherwise.
+        assert enhancer.workers == workers and enhancer.batch_size == (batch or 2)
+        pairs = [(f, tmp_path / f"w{workers}b{batch}_{f.name}") for f in files]
         results = enhancer.enhance_files(pairs)
         assert [r.status for r in results] == ["ok", "ok"]
         assert torch.get_num_threads() == threads
-        outputs[workers] = [sf.read(out)[0] for _, out in pairs]
-    for one, two in zip(outputs[1], outputs[2]):
-        assert one.shape == two.shape
-        assert np.max(np.abs(one - two)) < 1e-4
+        outputs[workers, batch] = [sf.read(out)[0] for _, out in pairs]
+        assert max(shape[0] for shape in forwards[-1]) == (batch or 2)
+    assert sum(shape[0] for shape in forwards[0]) == sum(shape[0] for shape in forwards[-1])
+    for key, audio in outputs.items():
+        for one, other in zip(outputs[1, 1], audio):
+            assert one.shape == other.shape, key
+            assert np.max(np.abs(one - other)) < 1e-4, key
 
 
 def test_compile_or_gpu_uses_one_worker(small_model) -> None:  # noqa: ANN001

@@ -66,7 +66,8 @@ def _engine_parameters() -> dict[str, inspect.Parameter]:
         option("precision", str, defaults.precision, metavar="fp32|bf16|fp16",
                help="Arithmetic precision; bf16/fp16 on GPU."),
         option("batch_size", str, "auto", metavar="auto|N",
-               help="GPU: windows per forward pass (auto: fills 70 % of free memory)."),
+               help="Windows per forward pass (auto: GPU fills 70 % of free memory; "
+               "CPU 2 per worker for the recurrent finally-small, else 1)."),
         option("workers", WorkersOpt.__origin__, "auto", *WorkersOpt.__metadata__[0].param_decls,
                metavar="auto|N", help=WorkersOpt.__metadata__[0].help),
         option("chunk_seconds", float, defaults.chunk_seconds, metavar="SECONDS",
