@@ -626,6 +626,46 @@ def test_a_wider_restorer_grows_from_a_trained_model_without_changing_it(
     assert restorer.gain_head.weight.grad[:, 256:].abs().sum() > 0  # their outputs learn
 
 
+def test_the_shipped_architecture_grows_wider_without_changing_it(tmp_path: Path) -> None:
+    """Raising `hidden` on a model with a residual GRU layer, a backward GRU and a bin
+    refiner (the shipped finally-small's layout) starts from exactly its output, and every
+    recurrent part's new units then learn."""
+    from finally_cli.models.hub import save_model
+    from finally_cli.training.config import load_config
+    from finally_cli.training.model_setup import build_generator
+
+    config = _small(False)
+    parts = {"residual_gru_layers": 1, "backward_gru_hidden": 16, "bin_refiner_channels": 4}
+    config = replace(config, spectral_restorer=replace(config.spectral_restorer, **parts))
+    trained = create_model(config, seed=9).eval()
+    with (
+        torch.no_grad()
+    ):  # trained-like: the zero-initialised projections and refiner say something
+        restorer = trained.spectral_restorer
+        for module in (restorer.residual_projections[0], restorer.backward_projection,
+                       restorer.bin_refiner[-1]):  # fmt: skip
+            module.weight.normal_(0, 0.05)
+            module.bias.normal_(0, 0.05)
+    trained_dir = tmp_path / "trained"
+    save_model(trained, trained_dir)
+    (tmp_path / "overlay.yaml").write_text("spectral_restorer:\n  hidden: 320\n")
+    sets = [f"init_from={trained_dir}", f"overlays=[{tmp_path / 'overlay.yaml'}]"]
+    grown = build_generator(load_config("finally-small/stage1", sets))
+    restorer = grown.spectral_restorer
+    assert restorer.gru.hidden_size == restorer.residual_grus[0].hidden_size == 320
+    assert restorer.backward_gru.input_size == 320 and restorer.bin_context.in_features == 320
+    waveform = _speechy() + 0.02 * torch.randn(
+        1, 1, 16384, generator=torch.Generator().manual_seed(3)
+    )
+    with torch.no_grad():
+        assert torch.allclose(grown.eval()(waveform), trained(waveform), atol=1e-6)
+    grown.train()
+    torch.nn.functional.mse_loss(grown(waveform), _speechy() * 0.5).backward()
+    assert restorer.gain_head.weight.grad[:, 256:].abs().sum() > 0
+    assert restorer.bin_context.weight.grad[:, 256:].abs().sum() > 0
+    assert restorer.residual_projections[0].weight.grad[:256, 256:].abs().sum() > 0
+
+
 def test_floor_features_read_a_bands_rise_above_its_recent_floor(tmp_path: Path) -> None:
     """`floor_frames`: a band that holds its level reads 0 dB above its floor, one that jumps
     by 30 dB reads ≈ 30 dB until the jump leaves the window; a trained model grown by them

@@ -101,12 +101,15 @@ def _grown_hidden(
 ) -> dict[str, torch.Tensor]:
     """Previous-stage spectral-restorer weights widened to a larger `hidden`.
 
-    The new units of the input layer and of every GRU layer get this model's fresh random
-    weights, but nothing old reads them: the old GRU units' weights from the new units and the
-    heads' weights from the new last-layer units start at zero. So the old units compute what
-    they did, the grown model's output is exactly the trained model's, and the new units join
-    in as their outgoing weights learn. The input features stay as they were (a deep filter
-    growing in the same overlay then maps them, `_grown_deep_filter`).
+    The new units of the input layer and of every GRU layer (the stack's and the residual
+    layers') get this model's fresh random weights, but nothing old reads them: the old GRU
+    units' weights from the new units and the heads' weights from the new last-layer units
+    start at zero, and so do the residual and backward projections' weights into and out of
+    the new units. (The other readers of the state — the backward GRU's input, the bin
+    refiner's context — only gain input columns, which `_grown_inputs` zero-pads.) So the old
+    units compute what they did, the grown model's output is exactly the trained model's, and
+    the new units join in as their outgoing weights learn. The input features stay as they
+    were (a deep filter growing in the same overlay then maps them, `_grown_deep_filter`).
     """
     restorer, before = model.spectral_restorer, previous.spectral_restorer
     if restorer is None or before is None:
@@ -116,15 +119,10 @@ def _grown_hidden(
     old, new = before.hidden, restorer.gru.hidden_size
     if new == old:
         return {}
-    if (
-        new < old
-        or before.gru_layers != layers
-        or before.residual_gru_layers
-        or len(restorer.residual_grus)
-    ):
+    if new < old or before.gru_layers != layers:
         log.warning(
-            "spectral_restorer: cannot grow hidden %d → %d here (only wider, same GRU layers, "
-            "no residual GRUs): the changed layers start fresh", old, new,
+            "spectral_restorer: cannot grow hidden %d → %d here (only wider, same GRU "
+            "layers): the changed layers start fresh", old, new,
         )  # fmt: skip
         return {}
 
@@ -137,16 +135,35 @@ def _grown_hidden(
         tensor = own[prefix + name].clone().to(weights[prefix + name].dtype)
         tensor[:old] = weights[prefix + name]
         grown[prefix + name] = tensor
-    for layer in range(layers):
+    grus = [("gru", layer) for layer in range(layers)]
+    grus += [(f"residual_grus.{k}", 0) for k in range(len(restorer.residual_grus))]
+    for gru, layer in grus:
+        if prefix + f"{gru}.weight_ih_l{layer}" not in weights:
+            continue  # a residual layer new in this stage starts fresh anyway
         for kind in ("ih", "hh"):
-            key = f"gru.weight_{kind}_l{layer}"
+            key = f"{gru}.weight_{kind}_l{layer}"
             tensor = own[prefix + key].unflatten(0, (3, new)).clone()
             tensor[:, :old] = 0  # old units read no new unit (input or state)
             tensor[:, :old, :old] = weights[prefix + key].unflatten(0, (3, old))
             grown[prefix + key] = tensor.flatten(0, 1)
-            bias = own[prefix + f"gru.bias_{kind}_l{layer}"].unflatten(0, (3, new)).clone()
-            bias[:, :old] = weights[prefix + f"gru.bias_{kind}_l{layer}"].unflatten(0, (3, old))
-            grown[prefix + f"gru.bias_{kind}_l{layer}"] = bias.flatten()
+            bias = own[prefix + f"{gru}.bias_{kind}_l{layer}"].unflatten(0, (3, new)).clone()
+            bias[:, :old] = weights[prefix + f"{gru}.bias_{kind}_l{layer}"].unflatten(0, (3, old))
+            grown[prefix + f"{gru}.bias_{kind}_l{layer}"] = bias.flatten()
+    # Projections added to the state: their old outputs read no new unit, and the new units
+    # get nothing from them until training gives it.
+    for name, module in restorer.named_children():
+        projections = module if isinstance(module, torch.nn.ModuleList) else [module]
+        if name not in ("residual_projections", "backward_projection", "freq_projection"):
+            continue
+        for k, _ in enumerate(projections):
+            key = prefix + (f"{name}.{k}" if name == "residual_projections" else name)
+            if key + ".weight" not in weights:
+                continue
+            weight, bias = weights[key + ".weight"], weights[key + ".bias"]
+            wide = own[key + ".weight"].new_zeros(own[key + ".weight"].shape).to(weight.dtype)
+            wide[:old, : weight.shape[1]] = weight
+            grown[key + ".weight"] = wide
+            grown[key + ".bias"] = torch.cat([bias, bias.new_zeros(new - old)])
     for head in ("gain_head", "df_head"):
         weight = weights[prefix + head + ".weight"]
         grown[prefix + head + ".weight"] = torch.cat(
