@@ -822,6 +822,49 @@ def test_blend_grows_a_base_without_the_runs_new_layer(
         _blend(create_model(small), tmp_path / "bigger", 0.5)
 
 
+def test_blend_grows_a_narrower_base_to_the_runs_hidden(tmp_path: Path) -> None:
+    """A run widened with `init_from` (`hidden` 256 → 288, with the shipped layout's residual
+    and backward GRUs and bin refiner) blends with its narrower base: blend 0 computes exactly
+    the base's output, blend ½ keeps the new units' own weights and halves what reads them."""
+    from dataclasses import replace
+
+    from finally_cli.models.hub import create_model, save_model
+    from finally_cli.training.export import _blend
+
+    layout = {"residual_gru_layers": 1, "backward_gru_hidden": 8, "bin_refiner_channels": 4}
+    small, _ = saved_small_base(tmp_path / "unused")
+    narrow = replace(small, spectral_restorer=replace(small.spectral_restorer, **layout))
+    base = create_model(narrow, seed=1).eval()
+    with torch.no_grad():
+        for parameter in base.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    save_model(base, tmp_path / "base")
+    wide = replace(narrow, spectral_restorer=replace(narrow.spectral_restorer, hidden=288))
+
+    def trained() -> torch.nn.Module:
+        run = create_model(wide, seed=2)
+        with torch.no_grad():
+            for parameter in run.parameters():
+                parameter.add_(0.01 * torch.randn_like(parameter))
+        return run.eval()
+
+    run = trained()
+    before = {k: v.clone() for k, v in run.state_dict().items()}
+    _blend(run, tmp_path / "base", 0.5)
+    after, start = run.state_dict(), base.state_dict()
+    prefix = "spectral_restorer."
+    head, gru = prefix + "gain_head.weight", prefix + "gru.weight_hh_l1"
+    assert torch.allclose(after[head][:, 256:], 0.5 * before[head][:, 256:])
+    assert torch.allclose(after[head][:, :256], 0.5 * (before[head][:, :256] + start[head]))
+    new_rows = after[gru].unflatten(0, (3, 288))[:, 256:]
+    assert torch.equal(new_rows, before[gru].unflatten(0, (3, 288))[:, 256:])
+    run = trained()
+    _blend(run, tmp_path / "base", 0.0)
+    waveform = torch.from_numpy(speechlike(1.0, 16000, seed=3)).float().view(1, 1, -1)
+    with torch.no_grad():
+        assert torch.allclose(run(waveform), base(waveform), atol=1e-5)
+
+
 def test_export_set_changes_settings_that_keep_the_weights(tmp_path: Path, clean_dir: Path) -> None:
     """`export --set key.path=value` writes the run's weights unchanged under a config with
     that setting (the restorer's inference stages are shipped this way); an unknown key is

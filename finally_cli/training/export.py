@@ -132,6 +132,7 @@ INFERENCE_ONLY = (
 
 # what `init_from` may add to a base
 GROWN = (
+    "hidden",
     "residual_gru_layers",
     "magnitude_bins",
     "backward_gru_hidden",
@@ -155,8 +156,9 @@ def _architecture(config: dict) -> dict:
 def _blend(generator, base_dir: Path, blend: float) -> None:  # noqa: ANN001
     """generator ← base + blend · (generator − base), in place.
 
-    The base may have fewer residual GRU layers or magnitude input bins than the run, or no
-    backward GRU, frequency conv or bin refiner (the run grew them with `init_from`): it is
+    The base may have a narrower `hidden`, fewer residual GRU layers or magnitude input bins
+    than the run, or no backward GRU, frequency conv or bin refiner (the run grew them with
+    `init_from`): it is
     grown the same way first — each new layer's projection (the bin refiner's last layer) and
     each new input bin's weights at zero, so the grown base computes exactly what the base
     did, and the new layer's own weights, which that output does not depend on, taken from
@@ -165,7 +167,7 @@ def _blend(generator, base_dir: Path, blend: float) -> None:  # noqa: ANN001
 
     from finally_cli.models.hub import read_config
     from finally_cli.training.checkpoint import read_tensors
-    from finally_cli.training.model_setup import _grown_inputs
+    from finally_cli.training.model_setup import _grown_hidden, _grown_inputs
 
     if not (base_dir / "model.safetensors").is_file():
         raise CheckpointError(f"--blend-from {base_dir}: not a model folder (no model.safetensors)")
@@ -179,6 +181,9 @@ def _blend(generator, base_dir: Path, blend: float) -> None:  # noqa: ANN001
         raise CheckpointError(f"--blend-from {base_dir}: another architecture than the run's model")
     base = read_tensors(base_dir, "model")
     state = generator.state_dict()
+    # A wider run: the base's units keep their places, the new units' own weights come from
+    # the run, and whatever reads them starts at zero (as `init_from` grows it).
+    base.update(_grown_hidden(generator, state, base, read_config(base_dir)))
     for name, value in state.items():
         if name in base:
             continue
