@@ -626,10 +626,17 @@ def test_a_wider_restorer_grows_from_a_trained_model_without_changing_it(
     assert restorer.gain_head.weight.grad[:, 256:].abs().sum() > 0  # their outputs learn
 
 
-def test_the_shipped_architecture_grows_wider_without_changing_it(tmp_path: Path) -> None:
-    """Raising `hidden` on a model with a residual GRU layer, a backward GRU and a bin
-    refiner (the shipped finally-small's layout) starts from exactly its output, and every
-    recurrent part's new units then learn."""
+@pytest.mark.parametrize(
+    ("overlay", "hidden", "channels"),
+    [("hidden: 320", 320, 4), ("bin_refiner_channels: 8", 256, 8),
+     ("hidden: 320\n  bin_refiner_channels: 8", 320, 8)],
+)  # fmt: skip
+def test_the_shipped_architecture_grows_wider_without_changing_it(
+    tmp_path: Path, overlay: str, hidden: int, channels: int
+) -> None:
+    """Raising `hidden` or `bin_refiner_channels` on a model with a residual GRU layer, a
+    backward GRU and a bin refiner (the shipped finally-small's layout) starts from exactly its
+    output, and the new units and channels then learn."""
     from finally_cli.models.hub import save_model
     from finally_cli.training.config import load_config
     from finally_cli.training.model_setup import build_generator
@@ -648,12 +655,13 @@ def test_the_shipped_architecture_grows_wider_without_changing_it(tmp_path: Path
             module.bias.normal_(0, 0.05)
     trained_dir = tmp_path / "trained"
     save_model(trained, trained_dir)
-    (tmp_path / "overlay.yaml").write_text("spectral_restorer:\n  hidden: 320\n")
+    (tmp_path / "overlay.yaml").write_text(f"spectral_restorer:\n  {overlay}\n")
     sets = [f"init_from={trained_dir}", f"overlays=[{tmp_path / 'overlay.yaml'}]"]
     grown = build_generator(load_config("finally-small/stage1", sets))
     restorer = grown.spectral_restorer
-    assert restorer.gru.hidden_size == restorer.residual_grus[0].hidden_size == 320
-    assert restorer.backward_gru.input_size == 320 and restorer.bin_context.in_features == 320
+    assert restorer.gru.hidden_size == restorer.residual_grus[0].hidden_size == hidden
+    assert restorer.backward_gru.input_size == hidden == restorer.bin_context.in_features
+    assert restorer.bin_refiner[1].out_channels == channels
     waveform = _speechy() + 0.02 * torch.randn(
         1, 1, 16384, generator=torch.Generator().manual_seed(3)
     )
@@ -661,9 +669,12 @@ def test_the_shipped_architecture_grows_wider_without_changing_it(tmp_path: Path
         assert torch.allclose(grown.eval()(waveform), trained(waveform), atol=1e-6)
     grown.train()
     torch.nn.functional.mse_loss(grown(waveform), _speechy() * 0.5).backward()
-    assert restorer.gain_head.weight.grad[:, 256:].abs().sum() > 0
-    assert restorer.bin_context.weight.grad[:, 256:].abs().sum() > 0
-    assert restorer.residual_projections[0].weight.grad[:256, 256:].abs().sum() > 0
+    if hidden > 256:
+        assert restorer.gain_head.weight.grad[:, 256:].abs().sum() > 0
+        assert restorer.bin_context.weight.grad[:4, 256:].abs().sum() > 0
+        assert restorer.residual_projections[0].weight.grad[:256, 256:].abs().sum() > 0
+    if channels > 4:  # the last layer learns to read the new channels
+        assert restorer.bin_refiner[2].weight.grad[:, 4:].abs().sum() > 0
 
 
 def test_floor_features_read_a_bands_rise_above_its_recent_floor(tmp_path: Path) -> None:

@@ -822,10 +822,12 @@ def test_blend_grows_a_base_without_the_runs_new_layer(
         _blend(create_model(small), tmp_path / "bigger", 0.5)
 
 
-def test_blend_grows_a_narrower_base_to_the_runs_hidden(tmp_path: Path) -> None:
-    """A run widened with `init_from` (`hidden` 256 → 288, with the shipped layout's residual
-    and backward GRUs and bin refiner) blends with its narrower base: blend 0 computes exactly
-    the base's output, blend ½ keeps the new units' own weights and halves what reads them."""
+@pytest.mark.parametrize("wider", [{"hidden": 288}, {"bin_refiner_channels": 8}])
+def test_blend_grows_a_narrower_base_to_the_runs_width(tmp_path: Path, wider: dict) -> None:
+    """A run widened with `init_from` (`hidden` 256 → 288 or the bin refiner's 4 → 8
+    channels, on the shipped layout: residual and backward GRUs, bin refiner) blends with its
+    narrower base: blend 0 computes exactly the base's output, blend ½ keeps the new units'
+    own weights and halves what reads them."""
     from dataclasses import replace
 
     from finally_cli.models.hub import create_model, save_model
@@ -839,7 +841,7 @@ def test_blend_grows_a_narrower_base_to_the_runs_hidden(tmp_path: Path) -> None:
         for parameter in base.parameters():
             parameter.add_(0.01 * torch.randn_like(parameter))
     save_model(base, tmp_path / "base")
-    wide = replace(narrow, spectral_restorer=replace(narrow.spectral_restorer, hidden=288))
+    wide = replace(narrow, spectral_restorer=replace(narrow.spectral_restorer, **wider))
 
     def trained() -> torch.nn.Module:
         run = create_model(wide, seed=2)
@@ -853,11 +855,17 @@ def test_blend_grows_a_narrower_base_to_the_runs_hidden(tmp_path: Path) -> None:
     _blend(run, tmp_path / "base", 0.5)
     after, start = run.state_dict(), base.state_dict()
     prefix = "spectral_restorer."
-    head, gru = prefix + "gain_head.weight", prefix + "gru.weight_hh_l1"
-    assert torch.allclose(after[head][:, 256:], 0.5 * before[head][:, 256:])
-    assert torch.allclose(after[head][:, :256], 0.5 * (before[head][:, :256] + start[head]))
-    new_rows = after[gru].unflatten(0, (3, 288))[:, 256:]
-    assert torch.equal(new_rows, before[gru].unflatten(0, (3, 288))[:, 256:])
+    if "hidden" in wider:
+        head, own = prefix + "gain_head.weight", prefix + "gru.weight_hh_l1"
+        old, new = 256, slice(256, None)
+        assert torch.equal(after[own].unflatten(0, (3, 288))[:, new],
+                           before[own].unflatten(0, (3, 288))[:, new])  # fmt: skip
+    else:  # the last conv reads the refiner's channels; the first makes them
+        head, own, old, new = prefix + "bin_refiner.2.weight", prefix + "bin_refiner.0.weight", 4, 4
+        assert torch.equal(after[own][new:], before[own][new:])
+        new = slice(4, None)
+    assert torch.allclose(after[head][:, new], 0.5 * before[head][:, new])
+    assert torch.allclose(after[head][:, :old], 0.5 * (before[head][:, :old] + start[head]))
     run = trained()
     _blend(run, tmp_path / "base", 0.0)
     waveform = torch.from_numpy(speechlike(1.0, 16000, seed=3)).float().view(1, 1, -1)

@@ -173,6 +173,35 @@ def _grown_hidden(
     return grown
 
 
+def _grown_refiner(
+    own: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Previous-stage bin-refiner weights widened to more `bin_refiner_channels`.
+
+    The new channels of the first two conv layers (and their activations and their share of
+    the recurrent context) get this model's fresh random weights; what the old channels and
+    the last layer read of them starts at zero. So the refiner's gain, and the model's output,
+    is exactly the trained model's, and the new channels join in as those weights learn.
+    """
+    grown: dict[str, torch.Tensor] = {}
+    for name, old in weights.items():
+        new = own.get(name)
+        parts = ("spectral_restorer.bin_refiner.", "spectral_restorer.bin_activations.",
+                 "spectral_restorer.bin_context.")  # fmt: skip
+        if new is None or not name.startswith(parts) or new.shape == old.shape:
+            continue
+        if new.dim() != old.dim() or any(n < o for n, o in zip(new.shape, old.shape)):
+            continue  # narrower: the layer starts fresh (build_generator reports it)
+        tensor = new.clone().to(old.dtype)
+        if tensor.dim() >= 2:
+            tensor[: old.shape[0], old.shape[1] :] = 0  # old channels read no new channel
+        tensor[tuple(slice(0, size) for size in old.shape)] = old
+        grown[name] = tensor
+    if grown:
+        log.info("bin refiner widened (new channels start unread)")
+    return grown
+
+
 def _grown_deep_filter(
     model: FinallyGenerator,
     own: dict[str, torch.Tensor],
@@ -236,6 +265,7 @@ def build_generator(config: TrainConfig) -> FinallyGenerator:
         own = model.state_dict()
         if previous is not None:  # a wider restorer first, so the mappings below see its shapes
             weights = {**weights, **_grown_hidden(model, own, weights, previous)}
+        weights = {**weights, **_grown_refiner(own, weights)}
         # The deep filter's mapping of the input layer replaces _grown_inputs' (which pads at
         # the end) when both apply.
         grown = _grown_inputs(own, weights)
