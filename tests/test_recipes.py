@@ -197,10 +197,12 @@ def test_training_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
     1 750 steps towards the geometric teacher with a backward GRU and L1 spectral errors,
     blended half-way back (0.12), then a bin refiner and 1 500 steps of that recipe, blended
     half-way back (0.14), then that recipe with a second teacher pool in two data seeds, 500
-    steps each, averaged and blended half-way back (0.15); the export is what
+    steps each, averaged and blended half-way back (0.15), then grown to 384 recurrent units
+    for 500 steps of that recipe, blended half-way back (0.16); the export is what
     weights/finally-small holds."""
     runs, work = _recipe_calls(tmp_path, "finally-small-cpu.sh", {})
-    assert _stages(runs) == [(1, f"s{i}") for i in range(1, 12)] + [(1, "s12-1"), (1, "s12-2")]
+    twelve = [(1, f"s{i}") for i in range(1, 12)] + [(1, "s12-1"), (1, "s12-2")]
+    assert _stages(runs) == [*twelve, (1, "s13")]
     trains = [argv for argv in runs if "--run-dir" in argv]
     first, second, third, fourth, fifth, sixth, seventh, eighth, ninth, tenth, eleventh = trains[
         :11
@@ -258,7 +260,7 @@ def test_training_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
     restorer = grown.spectral_restorer  # what weights/finally-small holds
     assert restorer.residual_gru_layers == 1 and restorer.backward_gru_hidden == 256
     assert restorer.bin_refiner_channels == 16
-    for seed, twelfth in enumerate(trains[11:], start=1):
+    for seed, twelfth in enumerate(trains[11:13], start=1):
         assert f"init_from={work / 's11-model'}" in twelfth and "steps=500" in twelfth
         sets = [twelfth[i + 1] for i, arg in enumerate(twelfth) if arg == "--set"]
         sets = [s for s in sets if not s.startswith("init_from=")]
@@ -266,24 +268,35 @@ def test_training_recipe_commands_are_valid_configs(tmp_path: Path) -> None:
         assert list(config.data.pairs) == [str(work / "pool-geo"), str(work / "pool-geo-b")]
         assert config.seed == seed and config.loss.spectral_distance == "l1"
         assert generator_config(config)[0].spectral_restorer.bin_refiner_channels == 16
+    thirteenth = trains[13]
+    assert f"init_from={work / 's12-model'}" in thirteenth and "steps=500" in thirteenth
+    sets = [thirteenth[i + 1] for i, arg in enumerate(thirteenth) if arg == "--set"]
+    sets = [s for s in sets if not s.startswith("init_from=")]
+    config = load_config("finally-small/stage1", sets)
+    assert list(config.data.pairs) == [str(work / "pool-geo"), str(work / "pool-geo-b")]
+    restorer = generator_config(config)[0].spectral_restorer  # what weights/finally-small holds
+    assert restorer.hidden == 384 and restorer.bin_refiner_channels == 16
+    assert restorer.residual_gru_layers == 1 and restorer.backward_gru_hidden == 256
     exports = [argv for argv in runs if argv[:2] == ["train", "export"]]
     outs = ("s5-model", "s6-model", "s7-model", "s8-model", "s9-model", "s10-model")
-    outs += ("s11-model", "finally-small")
+    outs += ("s11-model", "s12-model", "finally-small")
     bases = ("s4-model", "s5-model", "s6-model", "s7-model", "s8-model", "s9-model")
-    bases += ("s10-model", "s11-model")
-    for export, out, base in zip(exports[-8:], outs, bases, strict=True):
+    bases += ("s10-model", "s11-model", "s12-model")
+    for export, out, base in zip(exports[-9:], outs, bases, strict=True):
         assert export[export.index("-o") + 1] == str(work / out)
         assert export[export.index("--blend-from") + 1] == str(work / base)
-    assert exports[-1][2] == str(work / "s12-1")  # the two seeds' mean
-    assert exports[-1][exports[-1].index("--with") + 1] == str(work / "s12-2")
-    assert "spectral_restorer.mix_back=1" in exports[-5]  # inherited by i's to l's runs
+    assert exports[-2][2] == str(work / "s12-1")  # the two seeds' mean
+    assert exports[-2][exports[-2].index("--with") + 1] == str(work / "s12-2")
+    assert exports[-1][2] == str(work / "s13")
+    assert "spectral_restorer.mix_back=1" in exports[-6]  # inherited by i's to m's runs
 
 
 def test_training_recipe_continues_from_given_weights(tmp_path: Path) -> None:
     """INIT=weights/finally-small (a new machine without the run folder): no earlier phase, the
     last phase starts from the shipped weights."""
     runs, _ = _recipe_calls(tmp_path, "finally-small-cpu.sh", {"INIT": "weights/finally-small"})
-    assert _stages(runs) == [(1, f"s{i}") for i in range(4, 12)] + [(1, "s12-1"), (1, "s12-2")]
+    later = [(1, f"s{i}") for i in range(4, 12)] + [(1, "s12-1"), (1, "s12-2"), (1, "s13")]
+    assert _stages(runs) == later
     train = next(argv for argv in runs if "--run-dir" in argv)
     assert "init_from=weights/finally-small" in train
 

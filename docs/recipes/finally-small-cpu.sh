@@ -52,7 +52,7 @@ DATA=(--set "data.clean=[$WORK/offline/clean/train]" --set "data.noise=[$WORK/of
 #    k. a bin refiner, 1 500 steps of j's recipe from j, blended half-way back (0.14);
 #    l. k's recipe with a second, low-SNR teacher pool, 500 steps in each of two data seeds,
 #       the two runs averaged and blended half-way back towards k (0.15).
-#    INIT=weights/finally-small skips a-c and continues from the shipped weights with d-l.
+#    INIT=weights/finally-small skips a-c and continues from the shipped weights with d-m.
 #    Since session 14 the microphone EQ of the mix has zero phase (docs/training.md item 16),
 #    and since session 15 stage1.yaml high-passes the clean speech at 50 Hz before use
 #    (data.clean_highpass_hz, item 17), so a rebuild from a differs from the shipped weights,
@@ -225,5 +225,18 @@ for seed in 1 2; do
       --set "data.pairs=[$WORK/pool-geo,$WORK/pool-geo-b]" --set "seed=$seed" \
       --set steps=500 --run-dir "$WORK/s12-$seed" "${resume[@]}"
 done
-finally train export "$WORK/s12-1" --step 500 --with "$WORK/s12-2" \
-    --blend-from "$WORK/s11-model" --blend 0.5 -o "$WORK/finally-small"
+[ -d "$WORK/s12-model" ] || finally train export "$WORK/s12-1" --step 500 \
+    --with "$WORK/s12-2" --blend-from "$WORK/s11-model" --blend 0.5 -o "$WORK/s12-model"
+# m. A wider restorer (this is 0.16; docs/training.md item 31): l's weights grown to 384
+#    recurrent units (the new units start unread, so the run starts from exactly l's
+#    output), 500 steps of l's recipe with data seed 5, then half-way back towards l.
+{ cat "$WORK/grow1bwbr.yaml"; printf '  hidden: 384\n'; } > "$WORK/grow384.yaml"
+resume=()
+if [ -d "$WORK/s13/checkpoints" ]; then resume=(--resume); fi
+OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" \
+    --set "init_from=$WORK/s12-model" "${COMMON[@]}" "${PHASE_C[@]}" \
+    --set checkpoint_every=250 --set "overlays=[$WORK/grow384.yaml]" "${PHASE_J[@]}" \
+    --set "data.pairs=[$WORK/pool-geo,$WORK/pool-geo-b]" --set seed=5 \
+    --set steps=500 --run-dir "$WORK/s13" "${resume[@]}"
+finally train export "$WORK/s13" --step 500 --blend-from "$WORK/s12-model" --blend 0.5 \
+    -o "$WORK/finally-small"
