@@ -40,11 +40,13 @@ def enhanced(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_weights_folder_is_complete_and_small() -> None:
     names = sorted(p.name for p in WEIGHTS.iterdir())
     assert names == ["README.md", "config.json", "model.safetensors", "training_curves.png"]
-    assert (WEIGHTS / "model.safetensors").stat().st_size < 12 * 2**20
+    # Bundled in the repo and the wheel: small. 0.16's 384-unit restorer is 4.47 M parameters,
+    # 17.1 MiB in fp32.
+    assert (WEIGHTS / "model.safetensors").stat().st_size < 20 * 2**20
     model = load_model("finally-small")
     assert model.config.name == "finally-small"
     assert model.spectral_restorer is not None  # the predictive path, not the HiFi chain
-    assert sum(p.numel() for p in model.parameters()) < 2_500_000
+    assert sum(p.numel() for p in model.parameters()) < 5_000_000
 
 
 def test_default_enhance_writes_48k_of_the_same_length(enhanced: Path) -> None:
