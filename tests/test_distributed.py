@@ -253,9 +253,10 @@ def test_batch_sigterm_of_the_launcher_leaves_no_partial_output(
         PROBE_HOLD_WRITES="1",
     )
     try:
-        # Both ranks are parked inside their first output, its temporary file open.
+        # Both ranks are parked inside their first output, its temporary file open (and, on
+        # CPU, the second file of the round of windows each rank runs per forward).
         wait_for([probe / "held.0", probe / "held.1"], proc)
-        assert len(list(out.glob(".*.part"))) == 2
+        assert 2 <= len(list(out.glob(".*.part"))) <= 4
         proc.send_signal(signal.SIGTERM)
         _, stderr = finish(proc, timeout=90)
     finally:
