@@ -760,6 +760,14 @@ def saved_small_base(folder: Path) -> tuple:
     return small, base
 
 
+def nudged(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with every weight moved a little, as training moves it; in eval mode."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    return model.eval()
+
+
 @pytest.mark.parametrize(
     ("growth", "projection", "layer"),
     [
@@ -794,10 +802,7 @@ def test_blend_grows_a_base_without_the_runs_new_layer(
     def trained() -> torch.nn.Module:  # every weight moved away from the base, as training does
         run = create_model(grown, seed=2)
         run.load_state_dict(base.state_dict(), strict=False)
-        with torch.no_grad():
-            for parameter in run.parameters():
-                parameter.add_(0.01 * torch.randn_like(parameter))
-        return run.eval()
+        return nudged(run)
 
     run = trained()
     before = {k: v.clone() for k, v in run.state_dict().items()}
@@ -836,21 +841,10 @@ def test_blend_grows_a_narrower_base_to_the_runs_width(tmp_path: Path, wider: di
     layout = {"residual_gru_layers": 1, "backward_gru_hidden": 8, "bin_refiner_channels": 4}
     small, _ = saved_small_base(tmp_path / "unused")
     narrow = replace(small, spectral_restorer=replace(small.spectral_restorer, **layout))
-    base = create_model(narrow, seed=1).eval()
-    with torch.no_grad():
-        for parameter in base.parameters():
-            parameter.add_(0.01 * torch.randn_like(parameter))
+    base = nudged(create_model(narrow, seed=1))
     save_model(base, tmp_path / "base")
     wide = replace(narrow, spectral_restorer=replace(narrow.spectral_restorer, **wider))
-
-    def trained() -> torch.nn.Module:
-        run = create_model(wide, seed=2)
-        with torch.no_grad():
-            for parameter in run.parameters():
-                parameter.add_(0.01 * torch.randn_like(parameter))
-        return run.eval()
-
-    run = trained()
+    run = nudged(create_model(wide, seed=2))
     before = {k: v.clone() for k, v in run.state_dict().items()}
     _blend(run, tmp_path / "base", 0.5)
     after, start = run.state_dict(), base.state_dict()
@@ -866,7 +860,7 @@ def test_blend_grows_a_narrower_base_to_the_runs_width(tmp_path: Path, wider: di
         new = slice(4, None)
     assert torch.allclose(after[head][:, new], 0.5 * before[head][:, new])
     assert torch.allclose(after[head][:, :old], 0.5 * (before[head][:, :old] + start[head]))
-    run = trained()
+    run = nudged(create_model(wide, seed=2))
     _blend(run, tmp_path / "base", 0.0)
     waveform = torch.from_numpy(speechlike(1.0, 16000, seed=3)).float().view(1, 1, -1)
     with torch.no_grad():
