@@ -216,27 +216,24 @@ phase_j s11 s10-model grow1bwbr.yaml 1500 s11-model
 [ -f "$WORK/pool-geo-b/manifest.csv" ] || python -m finally_cli.training.recipes.teacher \
     "$WORK/pool-b" -o "$WORK/pool-geo-b" --teacher deepfilternet3 --teacher dtln \
     --combine geometric
-for seed in 1 2; do
-  resume=()
-  if [ -d "$WORK/s12-$seed/checkpoints" ]; then resume=(--resume); fi
+# pooled RUN FROM OVERLAY SEED: k's recipe on both pools, 500 steps from FROM's weights grown
+# by OVERLAY, data seed SEED.
+pooled() {
+  local resume=()
+  if [ -d "$WORK/$1/checkpoints" ]; then resume=(--resume); fi
   OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" \
-      --set "init_from=$WORK/s11-model" "${COMMON[@]}" "${PHASE_C[@]}" \
-      --set checkpoint_every=250 --set "overlays=[$WORK/grow1bwbr.yaml]" "${PHASE_J[@]}" \
-      --set "data.pairs=[$WORK/pool-geo,$WORK/pool-geo-b]" --set "seed=$seed" \
-      --set steps=500 --run-dir "$WORK/s12-$seed" "${resume[@]}"
-done
+      --set "init_from=$WORK/$2" "${COMMON[@]}" "${PHASE_C[@]}" \
+      --set checkpoint_every=250 --set "overlays=[$WORK/$3]" "${PHASE_J[@]}" \
+      --set "data.pairs=[$WORK/pool-geo,$WORK/pool-geo-b]" --set "seed=$4" \
+      --set steps=500 --run-dir "$WORK/$1" "${resume[@]}"
+}
+for seed in 1 2; do pooled "s12-$seed" s11-model grow1bwbr.yaml "$seed"; done
 [ -d "$WORK/s12-model" ] || finally train export "$WORK/s12-1" --step 500 \
     --with "$WORK/s12-2" --blend-from "$WORK/s11-model" --blend 0.5 -o "$WORK/s12-model"
 # m. A wider restorer (this is 0.16; docs/training.md item 31): l's weights grown to 384
 #    recurrent units (the new units start unread, so the run starts from exactly l's
 #    output), 500 steps of l's recipe with data seed 5, then half-way back towards l.
 { cat "$WORK/grow1bwbr.yaml"; printf '  hidden: 384\n'; } > "$WORK/grow384.yaml"
-resume=()
-if [ -d "$WORK/s13/checkpoints" ]; then resume=(--resume); fi
-OMP_NUM_THREADS=1 finally train --config finally-small/stage1 "${DATA[@]}" \
-    --set "init_from=$WORK/s12-model" "${COMMON[@]}" "${PHASE_C[@]}" \
-    --set checkpoint_every=250 --set "overlays=[$WORK/grow384.yaml]" "${PHASE_J[@]}" \
-    --set "data.pairs=[$WORK/pool-geo,$WORK/pool-geo-b]" --set seed=5 \
-    --set steps=500 --run-dir "$WORK/s13" "${resume[@]}"
+pooled s13 s12-model grow384.yaml 5
 finally train export "$WORK/s13" --step 500 --blend-from "$WORK/s12-model" --blend 0.5 \
     -o "$WORK/finally-small"

@@ -151,19 +151,16 @@ def _grown_hidden(
             grown[prefix + f"{gru}.bias_{kind}_l{layer}"] = bias.flatten()
     # Projections added to the state: their old outputs read no new unit, and the new units
     # get nothing from them until training gives it.
-    for name, module in restorer.named_children():
-        projections = module if isinstance(module, torch.nn.ModuleList) else [module]
-        if name not in ("residual_projections", "backward_projection", "freq_projection"):
-            continue
-        for k, _ in enumerate(projections):
-            key = prefix + (f"{name}.{k}" if name == "residual_projections" else name)
-            if key + ".weight" not in weights:
-                continue
-            weight, bias = weights[key + ".weight"], weights[key + ".bias"]
-            wide = own[key + ".weight"].new_zeros(own[key + ".weight"].shape).to(weight.dtype)
-            wide[:old, : weight.shape[1]] = weight
-            grown[key + ".weight"] = wide
-            grown[key + ".bias"] = torch.cat([bias, bias.new_zeros(new - old)])
+    projections = [f"residual_projections.{k}" for k in range(len(restorer.residual_grus))]
+    for key in (*projections, "backward_projection", "freq_projection"):
+        key = prefix + key
+        if key + ".weight" not in weights:
+            continue  # absent from the model, or new in this stage (starts at zero anyway)
+        weight, bias = weights[key + ".weight"], weights[key + ".bias"]
+        wide = weight.new_zeros(own[key + ".weight"].shape)
+        wide[:old, : weight.shape[1]] = weight
+        grown[key + ".weight"] = wide
+        grown[key + ".bias"] = torch.cat([bias, bias.new_zeros(new - old)])
     for head in ("gain_head", "df_head"):
         weight = weights[prefix + head + ".weight"]
         grown[prefix + head + ".weight"] = torch.cat(
@@ -171,6 +168,11 @@ def _grown_hidden(
         )
     log.info("spectral_restorer: hidden grown from %d to %d (new units start unread)", old, new)
     return grown
+
+
+REFINER_PARTS = tuple(
+    f"spectral_restorer.{part}." for part in ("bin_refiner", "bin_activations", "bin_context")
+)
 
 
 def _grown_refiner(
@@ -186,9 +188,7 @@ def _grown_refiner(
     grown: dict[str, torch.Tensor] = {}
     for name, old in weights.items():
         new = own.get(name)
-        parts = ("spectral_restorer.bin_refiner.", "spectral_restorer.bin_activations.",
-                 "spectral_restorer.bin_context.")  # fmt: skip
-        if new is None or not name.startswith(parts) or new.shape == old.shape:
+        if new is None or not name.startswith(REFINER_PARTS) or new.shape == old.shape:
             continue
         if new.dim() != old.dim() or any(n < o for n, o in zip(new.shape, old.shape)):
             continue  # narrower: the layer starts fresh (build_generator reports it)
