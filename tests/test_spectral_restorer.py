@@ -627,16 +627,18 @@ def test_a_wider_restorer_grows_from_a_trained_model_without_changing_it(
 
 
 @pytest.mark.parametrize(
-    ("overlay", "hidden", "channels"),
-    [("hidden: 320", 320, 4), ("bin_refiner_channels: 8", 256, 8),
-     ("hidden: 320\n  bin_refiner_channels: 8", 320, 8)],
+    ("overlay", "hidden", "channels", "backward"),
+    [("hidden: 320", 320, 4, 16), ("bin_refiner_channels: 8", 256, 8, 16),
+     ("hidden: 320\n  bin_refiner_channels: 8", 320, 8, 16),
+     ("backward_gru_hidden: 24", 256, 4, 24),
+     ("hidden: 320\n  backward_gru_hidden: 24", 320, 4, 24)],
 )  # fmt: skip
 def test_the_shipped_architecture_grows_wider_without_changing_it(
-    tmp_path: Path, overlay: str, hidden: int, channels: int
+    tmp_path: Path, overlay: str, hidden: int, channels: int, backward: int
 ) -> None:
-    """Raising `hidden` or `bin_refiner_channels` on a model with a residual GRU layer, a
-    backward GRU and a bin refiner (the shipped finally-small's layout) starts from exactly its
-    output, and the new units and channels then learn."""
+    """Raising `hidden`, `backward_gru_hidden` or `bin_refiner_channels` on a model with a
+    residual GRU layer, a backward GRU and a bin refiner (the shipped finally-small's layout)
+    starts from exactly its output, and the new units and channels then learn."""
     from finally_cli.models.hub import save_model
     from finally_cli.training.config import load_config
     from finally_cli.training.model_setup import build_generator
@@ -661,6 +663,7 @@ def test_the_shipped_architecture_grows_wider_without_changing_it(
     restorer = grown.spectral_restorer
     assert restorer.gru.hidden_size == restorer.residual_grus[0].hidden_size == hidden
     assert restorer.backward_gru.input_size == hidden == restorer.bin_context.in_features
+    assert restorer.backward_gru.hidden_size == backward
     assert restorer.bin_refiner[1].out_channels == channels
     waveform = _speechy() + 0.02 * torch.randn(
         1, 1, 16384, generator=torch.Generator().manual_seed(3)
@@ -675,6 +678,8 @@ def test_the_shipped_architecture_grows_wider_without_changing_it(
         assert restorer.residual_projections[0].weight.grad[:256, 256:].abs().sum() > 0
     if channels > 4:  # the last layer learns to read the new channels
         assert restorer.bin_refiner[2].weight.grad[:, 4:].abs().sum() > 0
+    if backward > 16:  # the stack learns to read the backward GRU's new units
+        assert restorer.backward_projection.weight.grad[:, 16:].abs().sum() > 0
 
 
 def test_floor_features_read_a_bands_rise_above_its_recent_floor(tmp_path: Path) -> None:

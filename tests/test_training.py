@@ -827,12 +827,15 @@ def test_blend_grows_a_base_without_the_runs_new_layer(
         _blend(create_model(small), tmp_path / "bigger", 0.5)
 
 
-@pytest.mark.parametrize("wider", [{"hidden": 288}, {"bin_refiner_channels": 8}])
+@pytest.mark.parametrize(
+    "wider",
+    [{"hidden": 288}, {"bin_refiner_channels": 8}, {"hidden": 288, "backward_gru_hidden": 12}],
+)
 def test_blend_grows_a_narrower_base_to_the_runs_width(tmp_path: Path, wider: dict) -> None:
-    """A run widened with `init_from` (`hidden` 256 → 288 or the bin refiner's 4 → 8
-    channels, on the shipped layout: residual and backward GRUs, bin refiner) blends with its
-    narrower base: blend 0 computes exactly the base's output, blend ½ keeps the new units'
-    own weights and halves what reads them."""
+    """A run widened with `init_from` (`hidden` 256 → 288, the bin refiner's 4 → 8 channels,
+    or `hidden` and the backward GRU's 8 → 12 units together, on the shipped layout: residual
+    and backward GRUs, bin refiner) blends with its narrower base: blend 0 computes exactly
+    the base's output, blend ½ keeps the new units' own weights and halves what reads them."""
     from dataclasses import replace
 
     from finally_cli.models.hub import create_model, save_model
@@ -860,6 +863,10 @@ def test_blend_grows_a_narrower_base_to_the_runs_width(tmp_path: Path, wider: di
         new = slice(4, None)
     assert torch.allclose(after[head][:, new], 0.5 * before[head][:, new])
     assert torch.allclose(after[head][:, :old], 0.5 * (before[head][:, :old] + start[head]))
+    if "backward_gru_hidden" in wider:  # the stack reads the backward GRU's new units
+        head = prefix + "backward_projection.weight"
+        assert torch.allclose(after[head][:, 8:], 0.5 * before[head][:, 8:])
+        assert torch.allclose(after[head][:256, :8], 0.5 * (before[head][:256, :8] + start[head]))
     run = nudged(create_model(wide, seed=2))
     _blend(run, tmp_path / "base", 0.0)
     waveform = torch.from_numpy(speechlike(1.0, 16000, seed=3)).float().view(1, 1, -1)

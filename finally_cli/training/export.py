@@ -167,7 +167,12 @@ def _blend(generator, base_dir: Path, blend: float) -> None:  # noqa: ANN001
 
     from finally_cli.models.hub import read_config
     from finally_cli.training.checkpoint import read_tensors
-    from finally_cli.training.model_setup import _grown_hidden, _grown_inputs, _grown_refiner
+    from finally_cli.training.model_setup import (
+        _grown_backward,
+        _grown_hidden,
+        _grown_inputs,
+        _grown_refiner,
+    )
 
     if not (base_dir / "model.safetensors").is_file():
         raise CheckpointError(f"--blend-from {base_dir}: not a model folder (no model.safetensors)")
@@ -184,6 +189,7 @@ def _blend(generator, base_dir: Path, blend: float) -> None:  # noqa: ANN001
     # A wider run: the base's units keep their places, the new units' own weights come from
     # the run, and whatever reads them starts at zero (as `init_from` grows it).
     base.update(_grown_hidden(generator, state, base, read_config(base_dir)))
+    base.update(_grown_backward(state, base))  # a wider backward GRU: the same
     base.update(_grown_refiner(state, base))  # more refiner channels: the same
     for name, value in state.items():
         if name in base:

@@ -170,6 +170,45 @@ def _grown_hidden(
     return grown
 
 
+def _grown_backward(
+    own: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Previous-stage backward-GRU weights widened to a larger `backward_gru_hidden`.
+
+    As `_grown_hidden` does for the forward stack: the new units get this model's fresh random
+    weights, the old units read none of them (their input and state weights from the new
+    units start at zero), and the projection that adds the backward GRU's state to the stack
+    reads them with zero weights. So the grown model's output is exactly the trained model's.
+    Run after `_grown_hidden`, whose wider stack only adds input columns here (zero-padded).
+    """
+    prefix = "spectral_restorer.backward_gru."
+    key = prefix + "weight_hh_l0"
+    if key not in weights or key not in own:
+        return {}
+    old, new = weights[key].shape[1], own[key].shape[1]
+    if new <= old:
+        return {}
+    grown: dict[str, torch.Tensor] = {}
+    for kind in ("ih", "hh"):
+        trained = weights[prefix + f"weight_{kind}_l0"].unflatten(0, (3, old))
+        tensor = own[prefix + f"weight_{kind}_l0"].unflatten(0, (3, new)).clone()
+        tensor = tensor.to(trained.dtype)
+        tensor[:, :old] = 0  # old units read no new unit (state) nor a new stack unit (input)
+        tensor[:, :old, : trained.shape[2]] = trained
+        grown[prefix + f"weight_{kind}_l0"] = tensor.flatten(0, 1)
+        bias = own[prefix + f"bias_{kind}_l0"].unflatten(0, (3, new)).clone().to(trained.dtype)
+        bias[:, :old] = weights[prefix + f"bias_{kind}_l0"].unflatten(0, (3, old))
+        grown[prefix + f"bias_{kind}_l0"] = bias.flatten()
+    projection = "spectral_restorer.backward_projection.weight"
+    weight = weights[projection]  # already as wide as the stack if `_grown_hidden` ran
+    wide = weight.new_zeros(own[projection].shape)
+    wide[: weight.shape[0], :old] = weight[:, :old]
+    grown[projection] = wide
+    log.info("spectral_restorer: backward GRU grown from %d to %d (new units start unread)",
+             old, new)  # fmt: skip
+    return grown
+
+
 REFINER_PARTS = tuple(
     f"spectral_restorer.{part}." for part in ("bin_refiner", "bin_activations", "bin_context")
 )
@@ -265,6 +304,7 @@ def build_generator(config: TrainConfig) -> FinallyGenerator:
         own = model.state_dict()
         if previous is not None:  # a wider restorer first, so the mappings below see its shapes
             weights = {**weights, **_grown_hidden(model, own, weights, previous)}
+        weights = {**weights, **_grown_backward(own, weights)}
         weights = {**weights, **_grown_refiner(own, weights)}
         # The deep filter's mapping of the input layer replaces _grown_inputs' (which pads at
         # the end) when both apply.
