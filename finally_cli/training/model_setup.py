@@ -93,6 +93,31 @@ def _grown_inputs(
     return grown
 
 
+def _widened_gru(
+    own: dict[str, torch.Tensor],
+    weights: dict[str, torch.Tensor],
+    gru: str,
+    layer: int,
+    old: int,
+    new: int,
+) -> dict[str, torch.Tensor]:
+    """One GRU layer's trained weights (`gru` the module's state-dict prefix) widened from
+    `old` to `new` units: the new units keep this model's random weights, and the old units
+    read no new unit, of the state or of a wider input (those weights start at zero)."""
+    grown: dict[str, torch.Tensor] = {}
+    for kind in ("ih", "hh"):
+        key, bias_key = f"{gru}.weight_{kind}_l{layer}", f"{gru}.bias_{kind}_l{layer}"
+        trained = weights[key].unflatten(0, (3, old))
+        tensor = own[key].unflatten(0, (3, new)).clone().to(trained.dtype)
+        tensor[:, :old] = 0
+        tensor[:, :old, : trained.shape[2]] = trained
+        grown[key] = tensor.flatten(0, 1)
+        bias = own[bias_key].unflatten(0, (3, new)).clone().to(trained.dtype)
+        bias[:, :old] = weights[bias_key].unflatten(0, (3, old))
+        grown[bias_key] = bias.flatten()
+    return grown
+
+
 def _grown_hidden(
     model: FinallyGenerator,
     own: dict[str, torch.Tensor],
@@ -140,15 +165,7 @@ def _grown_hidden(
     for gru, layer in grus:
         if prefix + f"{gru}.weight_ih_l{layer}" not in weights:
             continue  # a residual layer new in this stage starts fresh anyway
-        for kind in ("ih", "hh"):
-            key = f"{gru}.weight_{kind}_l{layer}"
-            tensor = own[prefix + key].unflatten(0, (3, new)).clone()
-            tensor[:, :old] = 0  # old units read no new unit (input or state)
-            tensor[:, :old, :old] = weights[prefix + key].unflatten(0, (3, old))
-            grown[prefix + key] = tensor.flatten(0, 1)
-            bias = own[prefix + f"{gru}.bias_{kind}_l{layer}"].unflatten(0, (3, new)).clone()
-            bias[:, :old] = weights[prefix + f"{gru}.bias_{kind}_l{layer}"].unflatten(0, (3, old))
-            grown[prefix + f"{gru}.bias_{kind}_l{layer}"] = bias.flatten()
+        grown.update(_widened_gru(own, weights, prefix + gru, layer, old, new))
     # Projections added to the state: their old outputs read no new unit, and the new units
     # get nothing from them until training gives it.
     projections = [f"residual_projections.{k}" for k in range(len(restorer.residual_grus))]
@@ -188,17 +205,7 @@ def _grown_backward(
     old, new = weights[key].shape[1], own[key].shape[1]
     if new <= old:
         return {}
-    grown: dict[str, torch.Tensor] = {}
-    for kind in ("ih", "hh"):
-        trained = weights[prefix + f"weight_{kind}_l0"].unflatten(0, (3, old))
-        tensor = own[prefix + f"weight_{kind}_l0"].unflatten(0, (3, new)).clone()
-        tensor = tensor.to(trained.dtype)
-        tensor[:, :old] = 0  # old units read no new unit (state) nor a new stack unit (input)
-        tensor[:, :old, : trained.shape[2]] = trained
-        grown[prefix + f"weight_{kind}_l0"] = tensor.flatten(0, 1)
-        bias = own[prefix + f"bias_{kind}_l0"].unflatten(0, (3, new)).clone().to(trained.dtype)
-        bias[:, :old] = weights[prefix + f"bias_{kind}_l0"].unflatten(0, (3, old))
-        grown[prefix + f"bias_{kind}_l0"] = bias.flatten()
+    grown = _widened_gru(own, weights, "spectral_restorer.backward_gru", 0, old, new)
     projection = "spectral_restorer.backward_projection.weight"
     weight = weights[projection]  # already as wide as the stack if `_grown_hidden` ran
     wide = weight.new_zeros(own[projection].shape)
